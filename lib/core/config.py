@@ -1,0 +1,183 @@
+"""The one strict configuration of pbn (yacs).
+
+Order: these defaults -> a ``--cfg`` YAML file -> ``KEY VALUE`` command-line
+overrides -> freeze. Unknown keys are an error naming the key; the resolved
+config is saved in every run folder (:func:`save_config`). Defaults equal the
+published setting (VIBE/PBN training recipe) unless a comment says otherwise.
+
+Each section belongs to one part of the code; constructors take explicit
+arguments and a ``from_config`` classmethod translates from here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from lib.errors import ConfigError
+
+_C = CN()
+_C.EXP_NAME = "pbn"  # run name; the run folder is OUTPUT_DIR/<EXP_NAME>
+_C.OUTPUT_DIR = "output"  # where run folders (logs, checkpoints, resolved config) go
+_C.DEVICE = "auto"  # "auto" = CUDA when available else CPU; or "cpu", "cuda", "cuda:1"
+_C.SEED = 1  # global random seed
+_C.NUM_WORKERS = 2  # data-loader worker processes
+_C.LOG_LEVEL = "INFO"  # logging level for entry scripts
+
+# ---------------------------------------------------------------- paths
+_C.PATHS = CN()
+_C.PATHS.DATA_ROOT = "data"  # root of everything fetched or generated
+_C.PATHS.BODY_MODEL_ROOT = "data/body_models"  # holds <kind>/ folders (open, smpl)
+_C.PATHS.DATASET_ROOT = "data/datasets"  # converted datasets: <name>/<split>/*.npy
+_C.PATHS.ASSET_ROOT = "data/assets"  # detector, keypoint model, motion clips, sample video
+_C.PATHS.SPIN_CHECKPOINT = ""  # optional SPIN checkpoint (backbone + regressor init); "" = none
+
+# ---------------------------------------------------------------- body model
+_C.BODY_MODEL = CN()
+_C.BODY_MODEL.KIND = "open"  # "open" (free, built from anny) or "smpl" (licence-gated files)
+_C.BODY_MODEL.DIR = ""  # explicit model folder; "" = PATHS.BODY_MODEL_ROOT/<KIND>
+
+# ---------------------------------------------------------------- datasets (lib/dataset)
+_C.DATASET = CN()
+_C.DATASET.SEQ_LEN = 16  # frames per training window (T)
+_C.DATASET.STRIDE = 8  # frames between consecutive training windows of a video
+_C.DATASET.TRAIN_2D = ["insta"]  # datasets with 2D labels only (names of converted datasets)
+_C.DATASET.TRAIN_3D = ["mpi_inf_3dhp"]  # datasets with 3D labels
+_C.DATASET.EVAL_SET = "3dpw"  # evaluation dataset name
+_C.DATASET.EVAL_SPLIT = "test"  # evaluation split
+_C.DATASET.RATIO_2D = 0.6  # fraction of each batch drawn from the 2D datasets (VIBE: 0.6)
+_C.DATASET.MOTION = "amass"  # motion dataset for the discriminator ("" disables it)
+
+# ---------------------------------------------------------------- model (lib/models)
+_C.MODEL = CN()
+
+# ---------------------------------------------------------------- losses (lib/core/loss.py)
+_C.LOSS = CN()
+
+# ---------------------------------------------------------------- training (lib/core/trainer.py)
+_C.TRAIN = CN()
+_C.TRAIN.BATCH_SIZE = 32  # windows per batch
+_C.TRAIN.NUM_EPOCHS = 30  # epochs
+_C.TRAIN.NUM_ITERS_PER_EPOCH = 500  # generator steps per epoch
+_C.TRAIN.RESUME = ""  # checkpoint to resume from; "" = latest in the run folder if any
+_C.TRAIN.CHECKPOINT_EVERY = 1  # epochs between checkpoints
+
+# ---------------------------------------------------------------- evaluation (lib/core/evaluator.py)
+_C.EVAL = CN()
+_C.EVAL.BATCH_SIZE = 32  # windows per evaluation batch
+
+# ---------------------------------------------------------------- demo (lib/demo)
+_C.DEMO = CN()
+
+# ---------------------------------------------------------------- Temporal SMPLify (lib/smplify)
+_C.SMPLIFY = CN()
+
+# ---------------------------------------------------------------- export (lib/export)
+_C.EXPORT = CN()
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()
+
+
+def _full_key(err: Exception) -> str:
+    msg = str(err.args[0]) if err.args else str(err)
+    return msg.split(":", 1)[-1].strip() if "Non-existent config key" in msg else msg
+
+
+def load_config(cfg_file: Optional[str | os.PathLike] = None, opts: Sequence[str] = ()) -> CN:
+    """Defaults -> ``cfg_file`` -> ``opts`` (flat ``KEY VALUE`` list) -> frozen config.
+
+    Raises:
+        ConfigError: the file is missing or not valid YAML, a key is unknown, an
+            override has no value, or a value has the wrong type.
+    """
+    cfg = get_cfg_defaults()
+    if cfg_file:
+        path = Path(cfg_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise ConfigError(f"{path}: malformed YAML{line}: {getattr(err, 'problem', err)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        try:
+            cfg.merge_from_other_cfg(CN(loaded))
+        except KeyError as err:
+            raise ConfigError(f"{path}: unknown config key {_full_key(err)}") from None
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs; {opts[-1]!r} has no value")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError) as err:
+        msg = str(err.args[0]) if err.args else str(err)
+        if "Non-existent" in msg:
+            raise ConfigError(f"unknown config key {msg.split(':', 1)[-1].strip()} on the command line") from None
+        raise ConfigError(f"bad command-line override: {msg}") from None
+    except ValueError as err:
+        raise ConfigError(f"bad command-line override: {err}") from None
+    cfg.freeze()
+    return cfg
+
+
+def save_config(cfg: CN, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
+    """Atomically write the resolved ``cfg`` as YAML into ``folder``; returns the path."""
+    from lib.body_models.pickle_io import atomic_write_bytes
+
+    path = Path(folder) / name
+    atomic_write_bytes(path, cfg.dump().encode("utf-8"))
+    return path
+
+
+def body_model_dir(cfg: CN) -> Path:
+    """The folder of the configured body model."""
+    return Path(cfg.BODY_MODEL.DIR) if cfg.BODY_MODEL.DIR else Path(cfg.PATHS.BODY_MODEL_ROOT) / cfg.BODY_MODEL.KIND
+
+
+def resolve_device(name: str = "auto") -> str:
+    """"auto" -> "cuda" when available else "cpu"; other names pass through."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--cfg FILE`` and trailing ``KEY VALUE`` overrides to an entry-script parser."""
+    parser.add_argument("--cfg", type=str, default=None, help="YAML config file (see configs/)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides as KEY VALUE pairs, e.g. TRAIN.BATCH_SIZE 8")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> CN:
+    """The frozen config for parsed entry-script arguments."""
+    return load_config(args.cfg, args.opts)
+
+
+def config_keys(cfg: Optional[CN] = None, prefix: str = "") -> List[str]:
+    """All leaf keys of ``cfg`` (dotted), for docs and tests."""
+    cfg = cfg if cfg is not None else _C
+    keys = []
+    for k, v in cfg.items():
+        if isinstance(v, CN):
+            keys += config_keys(v, f"{prefix}{k}.")
+        else:
+            keys.append(prefix + k)
+    return keys
