@@ -300,6 +300,10 @@ def atomic_write(path: str | os.PathLike, write_fn, suffix: str = "") -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
     os.close(fd)
     try:
+        # mkstemp makes the file private; give it the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         write_fn(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
