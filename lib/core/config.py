@@ -78,6 +78,7 @@ _C.SMPLIFY = CN()
 
 # ---------------------------------------------------------------- export (lib/export)
 _C.EXPORT = CN()
+_C.EXPORT.COMBINED = False  # GLB: all tracks in one scene on the video time line instead of one file per track
 
 
 def get_cfg_defaults() -> CN:
