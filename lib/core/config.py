@@ -72,9 +72,36 @@ _C.EVAL.BATCH_SIZE = 32  # windows per evaluation batch
 
 # ---------------------------------------------------------------- demo (lib/demo)
 _C.DEMO = CN()
+# --- back-end
+_C.DEMO.ESTIMATOR = "fit"  # "fit" (Temporal SMPLify on keypoints) or "pbn" (network; needs DEMO.CHECKPOINT)
+_C.DEMO.CHECKPOINT = ""  # pbn checkpoint for the "pbn" estimator; "" = none
+_C.DEMO.RUN_SMPLIFY = False  # refine the network output with Temporal SMPLify ("pbn" estimator only)
+_C.DEMO.BATCH_SIZE = 64  # crops per network batch for the "pbn" estimator
+_C.DEMO.RENDER = True  # render the overlay video (demo.py --no_render turns it off)
+_C.DEMO.SIDE_VIEW = False  # add a side view (bodies turned 90 deg about the vertical) next to the overlay
+_C.DEMO.RENDER_WIDTH = 0  # overlay width in pixels (height follows the aspect ratio); 0 = video width
+_C.DEMO.EXPORT = []  # extra exports after the run: any of "glb", "fbx", "obj"
 
 # ---------------------------------------------------------------- Temporal SMPLify (lib/smplify)
 _C.SMPLIFY = CN()
+_C.SMPLIFY.OPTIMIZER = "lbfgs"  # "lbfgs" (few, costly steps; converges fastest here) or "adam"
+_C.SMPLIFY.NUM_ITERS = 30  # optimiser steps of the full (pose + shape + camera) stage per window
+_C.SMPLIFY.NUM_CAMERA_ITERS = 10  # steps of the first stage (camera translation + global orientation only)
+_C.SMPLIFY.LR = 1.0  # step size (LBFGS: initial step; Adam: use ~0.02)
+_C.SMPLIFY.WINDOW = 200  # frames per optimisation window (all tracks of a window in one batch)
+_C.SMPLIFY.SIGMA = 0.1  # Geman-McClure scale of the 2D residual, as a fraction of the box height
+_C.SMPLIFY.HIP_WEIGHT = 0.3  # 2D weight of detector hips (not SMPL hip joints), relative to other joints
+_C.SMPLIFY.W_KP2D = 1.0  # weight of the robust 2D reprojection term
+_C.SMPLIFY.W_BONE3D = 0.05  # weight of the 3D-landmark bone-direction cue (1 - cosine)
+_C.SMPLIFY.W_POSE_PRIOR = 0.002  # weight of the pose prior (motion prior or GMM penalty)
+_C.SMPLIFY.W_JOINT_LIMIT = 0.1  # weight of the joint-angle limit penalty
+_C.SMPLIFY.W_SHAPE = 0.005  # weight of the shape prior (squared betas)
+_C.SMPLIFY.W_SMOOTH_JOINTS = 20.0  # weight of temporal smoothness of camera-space joints (metres^2 per frame^2)
+_C.SMPLIFY.W_SMOOTH_POSE = 0.5  # weight of temporal smoothness of the body pose (axis-angle)
+_C.SMPLIFY.W_DEPTH = 0.01  # weight keeping the camera depth near its box-height estimate (log ratio squared)
+_C.SMPLIFY.PRIOR = "motion"  # pose prior: "motion" (DeepMimic-built), "smplify_gmm" (user's SMPLify file) or "quadratic"
+_C.SMPLIFY.PRIOR_PATH = ""  # prior file; "" = the default path of the chosen prior
+_C.SMPLIFY.BODY_HEIGHT = 1.7  # assumed body height in metres for the initial camera depth
 
 # ---------------------------------------------------------------- export (lib/export)
 _C.EXPORT = CN()
