@@ -51,6 +51,12 @@ _C.DATASET.EVAL_SET = "3dpw"  # evaluation dataset name
 _C.DATASET.EVAL_SPLIT = "test"  # evaluation split
 _C.DATASET.RATIO_2D = 0.6  # fraction of each batch drawn from the 2D datasets (VIBE: 0.6)
 _C.DATASET.MOTION = "amass"  # motion dataset for the discriminator ("" disables it)
+_C.DATASET.EVAL_STRIDE = 16  # frames between evaluation windows (a last window covers each video's end)
+_C.DATASET.MOTION_STRIDE = 4  # frames between motion-discriminator windows of the motion set
+_C.DATASET.REQUIRE_FEATURES = True  # refuse datasets without features.npy (off: zero features, e.g. keypoint-only runs)
+_C.DATASET.KP_NOISE = 0.0  # train-time 2D keypoint jitter, std in crop units ([-1, 1] crop; 0 = off)
+_C.DATASET.KP_DROPOUT = 0.0  # train-time probability of dropping a visible 2D keypoint (0 = off)
+_C.DATASET.MMAP_RELEASE_MB = 256.0  # drop touched memory-mapped pages from RSS after reading this many MB
 
 # ---------------------------------------------------------------- model (lib/models)
 _C.MODEL = CN()
