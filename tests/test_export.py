@@ -62,6 +62,7 @@ def write_fake_results(path: Path, bm, seed: int = 0, n: int = 30, **overrides) 
         "5/bboxes": np.zeros((len(ids5), 4)),
         "detections": np.zeros((0, 6)),
         "fps": np.float64(FPS), "body_model": np.array(bm.kind), "num_vertices": np.int64(bm.num_vertices),
+        "image_size": np.array([768, 576]), "focal_length": np.float64(800.0),
     }
     data.update(overrides)
     data = {k: v for k, v in data.items() if v is not None}
@@ -249,6 +250,15 @@ def test_glb_combined_scene_follows_video_time(exported, results, toy_body_model
         track5 = reader.skinned(frame / FPS)[1]
         assert np.ptp(track5, axis=0).max() < 1e-6, frame
     assert np.ptp(reader.skinned(1 / FPS)[0], axis=0).max() > 0.5  # track 0 is there
+
+
+def test_glb_has_video_camera(exported):
+    g = GlbReader(exported["glb_combined"][0]).g
+    (cam,) = g.cameras
+    assert cam.perspective.aspectRatio == pytest.approx(768 / 576)
+    assert cam.perspective.yfov == pytest.approx(2 * np.arctan(288 / 800.0))
+    node = next(n for n in g.nodes if n.camera == 0)
+    assert node.translation is None and node.rotation is None  # at the origin, looking down -z
 
 
 def test_glb_quaternions_sign_continuous(exported):

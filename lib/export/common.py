@@ -69,6 +69,17 @@ class Results:
     body_model: Optional[str]
     num_vertices: Optional[int]
     tracks: Dict[str, Track]
+    image_size: Optional[tuple] = None  # (width, height) pixels
+    focal_length: Optional[float] = None  # pixels
+
+    def camera(self) -> Optional[Dict[str, float]]:
+        """Vertical field of view (radians) and aspect ratio of the video camera, if known."""
+        if self.image_size is None or not self.focal_length or self.focal_length <= 0:
+            return None
+        width, height = self.image_size
+        if width <= 0 or height <= 0:
+            return None
+        return {"yfov": float(2 * np.arctan(0.5 * height / self.focal_length)), "aspect": float(width / height)}
 
 
 @dataclass
@@ -139,6 +150,11 @@ def load_results(path: str | os.PathLike) -> Results:
         logger.warning("%s has no 'fps' key; assuming %.0f fps", path, DEFAULT_FPS)
     body_model = str(data["body_model"]) if "body_model" in keys else None
     num_vertices = int(data["num_vertices"]) if "num_vertices" in keys else None
+    image_size = focal_length = None
+    if "image_size" in keys and np.asarray(data["image_size"]).size == 2:
+        image_size = tuple(int(x) for x in np.asarray(data["image_size"]).reshape(2))
+    if "focal_length" in keys and np.asarray(data["focal_length"]).size == 1:
+        focal_length = float(np.asarray(data["focal_length"]).reshape(()))
 
     tracks: Dict[str, Track] = {}
     for tid in track_ids:
@@ -168,7 +184,8 @@ def load_results(path: str | os.PathLike) -> Results:
         if np.any(np.diff(frame_ids) <= 0):
             raise UserError(f"{path}: key '{tid}/frame_ids' must be strictly increasing")
         tracks[tid] = Track(tid, frame_ids, pose, betas, transl)
-    return Results(path=path, fps=fps, body_model=body_model, num_vertices=num_vertices, tracks=tracks)
+    return Results(path=path, fps=fps, body_model=body_model, num_vertices=num_vertices, tracks=tracks,
+                   image_size=image_size, focal_length=focal_length)
 
 
 def check_body_model(results: Results, bm: BodyModelLayer) -> None:

@@ -91,11 +91,11 @@ def export_results(
 
         if combined:
             written["glb"].append(write_glb(out_dir / f"{stem}_tracks.glb", motions, faces, weights, parents,
-                                            combined=True, extras=extras))
+                                            combined=True, extras=extras, camera=results.camera()))
         else:
             for m in motions:
                 written["glb"].append(write_glb(out_dir / f"{stem}_track{m.track_id}.glb", [m], faces, weights,
-                                                parents, extras=extras))
+                                                parents, extras=extras, camera=results.camera()))
     if "bvh" in fmts:
         from lib.export.bvh import write_bvh
 

@@ -196,7 +196,8 @@ def _add_track(b: _Builder, motion: TrackMotion, faces: np.ndarray, weights: np.
 
 
 def write_glb(path: str | os.PathLike, motions: Sequence[TrackMotion], faces: np.ndarray, weights: np.ndarray,
-              parents: Sequence[int], combined: bool = False, extras: Optional[Dict] = None) -> Path:
+              parents: Sequence[int], combined: bool = False, extras: Optional[Dict] = None,
+              camera: Optional[Dict[str, float]] = None) -> Path:
     """Write ``motions`` (one or more tracks) to one GLB file.
 
     Args:
@@ -207,6 +208,9 @@ def write_glb(path: str | os.PathLike, motions: Sequence[TrackMotion], faces: np
             hide each person outside their frames; otherwise a single track's
             animation starts at time 0.
         extras: JSON-able metadata stored in the scene's ``extras``.
+        camera: ``{"yfov": radians, "aspect": width / height}`` of the video camera;
+            adds a camera node at the origin, where the bodies were seen from
+            (glTF cameras look down -z with y up: exactly our export frame).
     """
     if not motions:
         raise ValueError("write_glb: no tracks to write")
@@ -232,6 +236,11 @@ def write_glb(path: str | os.PathLike, motions: Sequence[TrackMotion], faces: np
         roots += _add_track(b, m, np.asarray(faces), np.asarray(weights), list(parents), times,
                             PALETTE[k % len(PALETTE)], visible, animation, name)
     g = b.gltf
+    if camera is not None:
+        g.cameras.append(gl.Camera(name="video_camera", type=gl.PERSPECTIVE, perspective=gl.Perspective(
+            yfov=float(camera["yfov"]), aspectRatio=float(camera["aspect"]), znear=0.05, zfar=1000.0)))
+        g.nodes.append(gl.Node(name="video_camera", camera=len(g.cameras) - 1))
+        roots.append(len(g.nodes) - 1)
     if animation.channels:
         g.animations.append(animation)
     meta = {"fps": float(motions[0].fps), "tracks": [str(m.track_id) for m in motions],
