@@ -1,0 +1,344 @@
+"""The demo pipeline: video -> front-end (detection, tracking, keypoints) ->
+estimator (Temporal SMPLify, or the network) -> results.npz -> overlay video -> exports.
+
+Outputs go to ``<output_folder>/<video stem>/``: ``results.npz`` (see
+:mod:`lib.demo.results`), ``<stem>_overlay.mp4`` and any requested exports.
+Each file is written atomically; stale outputs of an earlier run in the same
+folder are removed first, so a failed run never leaves old files looking like
+its own results.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lib.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS = ("fit", "pbn")
+EXPORT_CHOICES = ("glb", "fbx", "obj", "bvh")
+
+
+@dataclass
+class DemoOptions:
+    """What a demo run does (demo.py's arguments after the config is resolved)."""
+
+    vid_file: str
+    output_folder: str
+    start_frame: int = 0
+    max_frames: Optional[int] = None
+    tracks: Optional[List[int]] = None
+    estimator: str = "fit"
+    checkpoint: str = ""
+    run_smplify: bool = False
+    body_model: str = "open"
+    device: str = "cpu"
+    detector: str = "ssdlite"
+    batch_size: int = 64
+    render: bool = True
+    side_view: bool = False
+    export: List[str] = field(default_factory=list)
+    min_track_len: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class DemoSummary:
+    """Numbers of a finished run, for the console and benchmarks."""
+
+    out_dir: Path
+    results_path: Path
+    overlay_path: Optional[Path]
+    num_frames: int
+    num_tracks: int
+    person_frames: int
+    stage_seconds: Dict[str, float]
+    total_seconds: float
+    fit_error: float = float("nan")  # median |projected - detected| / box height over confident joints
+    exports: Dict[str, List[Path]] = field(default_factory=dict)
+
+    def ms_per_frame(self) -> Dict[str, float]:
+        n = max(self.num_frames, 1)
+        return {k: 1000.0 * v / n for k, v in self.stage_seconds.items()}
+
+    @property
+    def fps(self) -> float:
+        return self.num_frames / self.total_seconds if self.total_seconds > 0 else float("nan")
+
+    def format(self) -> str:
+        lines = [
+            f"video frames: {self.num_frames}   tracks: {self.num_tracks}   person-frames: {self.person_frames}",
+            "per-stage ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in self.ms_per_frame().items()),
+            f"total: {self.total_seconds:.1f} s = {self.fps:.2f} fps"
+            + (f"   fit error (median, box heights): {self.fit_error:.3f}" if np.isfinite(self.fit_error) else ""),
+            f"results: {self.results_path}",
+        ]
+        if self.overlay_path is not None:
+            lines.append(f"overlay: {self.overlay_path}")
+        for fmt, paths in self.exports.items():
+            lines.append(f"{fmt}: {len(paths)} file(s) in {paths[0].parent if paths else self.out_dir}")
+        return "\n".join(lines)
+
+
+def options_from_args(cfg, args) -> DemoOptions:
+    """Merge demo.py arguments over the ``DEMO`` config section."""
+    tracks = None
+    if getattr(args, "tracks", None):
+        try:
+            tracks = [int(t) for t in str(args.tracks).replace(" ", "").split(",") if t != ""]
+        except ValueError:
+            raise UserError(f"--tracks expects comma-separated track ids like 1,4,7; got {args.tracks!r}") from None
+    export = args.export if args.export is not None else ",".join(cfg.DEMO.EXPORT)
+    export = [e.strip().lower() for e in str(export).split(",") if e.strip()]
+    bad = [e for e in export if e not in EXPORT_CHOICES]
+    if bad:
+        raise UserError(f"--export: unknown format(s) {', '.join(bad)}; choose from {', '.join(EXPORT_CHOICES)}")
+    estimator = args.estimator or cfg.DEMO.ESTIMATOR
+    checkpoint = args.checkpoint if args.checkpoint is not None else cfg.DEMO.CHECKPOINT
+    if args.estimator is None and checkpoint and estimator == "fit":
+        estimator = "pbn"  # a checkpoint without an explicit estimator means "use the network"
+    if estimator not in ESTIMATORS:
+        raise UserError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max_frames must be >= 1, got {args.max_frames}")
+    if args.start_frame < 0:
+        raise UserError(f"--start_frame must be >= 0, got {args.start_frame}")
+    from lib.core.config import resolve_device
+
+    return DemoOptions(
+        vid_file=args.vid_file, output_folder=args.output_folder, start_frame=args.start_frame,
+        max_frames=args.max_frames, tracks=tracks, estimator=estimator, checkpoint=checkpoint,
+        run_smplify=bool(args.run_smplify or cfg.DEMO.RUN_SMPLIFY),
+        body_model=args.body_model or cfg.BODY_MODEL.KIND,
+        device=resolve_device(args.device or cfg.DEVICE),
+        detector=args.detector or cfg.DEMO.get("DETECTOR", "ssdlite"),
+        batch_size=args.batch_size or cfg.DEMO.BATCH_SIZE,
+        render=cfg.DEMO.RENDER and not args.no_render,
+        side_view=bool(args.side_view or cfg.DEMO.SIDE_VIEW),
+        export=export,
+        min_track_len=cfg.DEMO.get("MIN_TRACK_LEN", None),
+        progress=not getattr(args, "no_progress", False),
+    )
+
+
+def _output_paths(opts: DemoOptions) -> tuple[Path, Path, Path]:
+    stem = Path(opts.vid_file).stem if Path(opts.vid_file).is_file() else Path(opts.vid_file).name
+    out_dir = Path(opts.output_folder) / stem
+    return out_dir, out_dir / "results.npz", out_dir / f"{stem}_overlay.mp4"
+
+
+def _open_video(path: str):
+    from lib.demo.video import open_video
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"video not found: {path}")
+    try:
+        reader = open_video(p)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types for corrupt files
+        raise UserError(f"cannot read video {path}: {type(err).__name__}: {err}") from None
+    if not reader.num_frames or reader.num_frames <= 0:
+        raise UserError(f"video {path} has no frames")
+    return reader
+
+
+def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
+    """Run the whole demo; returns the summary (also logged)."""
+    from lib.body_models import load_body_model
+    from lib.demo.results import DemoResults, save_results, track_result_from_fit
+    from lib.geometry.camera import default_focal_length
+
+    t_start = time.perf_counter()
+    stage: Dict[str, float] = {}
+    reader = _open_video(opts.vid_file)
+    out_dir, results_path, overlay_path = _output_paths(opts)
+    if opts.start_frame >= reader.num_frames:
+        raise UserError(f"--start_frame {opts.start_frame} is past the end of {opts.vid_file} "
+                        f"({reader.num_frames} frames)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (results_path, overlay_path):
+        if stale.exists():
+            logger.info("removing the previous run's %s", stale)
+            stale.unlink()
+
+    t0 = time.perf_counter()
+    bm = load_body_model(opts.body_model, model_dir=cfg.BODY_MODEL.DIR or None,
+                         root=cfg.PATHS.BODY_MODEL_ROOT, device=opts.device)
+    stage["load"] = time.perf_counter() - t0
+
+    # ---- front-end
+    from lib.demo.frontend import run_frontend
+
+    n_avail = reader.num_frames - opts.start_frame
+    n_frames = min(n_avail, opts.max_frames) if opts.max_frames else n_avail
+    kwargs = dict(detector=opts.detector, asset_root=cfg.PATHS.ASSET_ROOT, start_frame=opts.start_frame,
+                  max_frames=opts.max_frames, progress=opts.progress)
+    if opts.min_track_len is not None:
+        kwargs["min_track_len"] = max(1, min(int(opts.min_track_len), n_frames))
+    elif n_frames < 10:
+        kwargs["min_track_len"] = 1  # a very short clip: keep whatever is tracked
+    t0 = time.perf_counter()
+    front = run_frontend(reader, **kwargs)
+    stage["frontend"] = time.perf_counter() - t0
+    for name, sec in (getattr(front, "timings", None) or {}).items():
+        if isinstance(sec, (int, float)) and name not in ("total",):
+            stage[f"  {name}"] = float(sec)
+    n_frames = int(getattr(front, "num_frames", n_frames) or n_frames)
+    width, height = int(front.width), int(front.height)
+    fps = float(front.fps) if front.fps and front.fps > 0 else 30.0
+    tracks = dict(front.tracks)
+    if opts.tracks is not None:
+        missing = [t for t in opts.tracks if t not in tracks]
+        if missing:
+            logger.warning("--tracks: no track(s) %s; found %s", missing, sorted(tracks) or "none")
+        tracks = {t: tracks[t] for t in opts.tracks if t in tracks}
+    focal = default_focal_length(width, height)
+    if not tracks:
+        logger.warning("no person tracked in %s (frames %d-%d); writing empty results",
+                       opts.vid_file, opts.start_frame, opts.start_frame + n_frames - 1)
+
+    # ---- estimator
+    t0 = time.perf_counter()
+    fits = _estimate(cfg, opts, bm, tracks, (width, height), focal, reader)
+    stage["fit"] = time.perf_counter() - t0
+
+    track_results = {tid: track_result_from_fit(tracks[tid], fits[tid]) for tid in sorted(fits)}
+    detections = np.asarray(getattr(front, "detections", np.zeros((0, 6))), dtype=np.float32).reshape(-1, 6)
+    t0 = time.perf_counter()
+    save_results(results_path, DemoResults(
+        tracks=track_results, detections=detections, fps=fps, body_model=bm.kind,
+        num_vertices=bm.num_vertices, image_size=(width, height), focal_length=focal))
+    stage["write"] = time.perf_counter() - t0
+
+    overlay = None
+    if opts.render:
+        t0 = time.perf_counter()
+        overlay = render_overlay(reader, overlay_path, track_results, bm, focal, fps, opts.start_frame, n_frames,
+                                 side_view=opts.side_view, device=opts.device, progress=opts.progress)
+        stage["render"] = time.perf_counter() - t0
+
+    exports: Dict[str, List[Path]] = {}
+    if opts.export:
+        if not track_results:
+            logger.warning("nothing to export: no tracks")
+        else:
+            from lib.export import export_results
+
+            t0 = time.perf_counter()
+            exports = export_results(results_path, opts.export, out_dir, body_model=bm)
+            stage["export"] = time.perf_counter() - t0
+
+    fit_err = _fit_error(track_results)
+    summary = DemoSummary(
+        out_dir=out_dir, results_path=results_path, overlay_path=overlay, num_frames=n_frames,
+        num_tracks=len(track_results), person_frames=sum(t.num_frames for t in track_results.values()),
+        stage_seconds=stage, total_seconds=time.perf_counter() - t_start, fit_error=fit_err, exports=exports,
+    )
+    logger.info("demo finished:\n%s", summary.format())
+    return summary
+
+
+def _estimate(cfg, opts: DemoOptions, bm, tracks, image_size, focal, reader) -> Dict[int, object]:
+    """Per-track fitted bodies (:class:`lib.smplify.fitter.FitResult`) from the chosen estimator."""
+    from lib.smplify.fitter import TemporalSMPLify
+
+    if not tracks:
+        return {}
+    init = None
+    if opts.estimator == "pbn":
+        from lib.demo.network import run_network  # the network estimator (needs a checkpoint)
+
+        if not opts.checkpoint:
+            raise UserError("--estimator pbn needs --checkpoint (a trained pbn checkpoint); "
+                            "without one use the default --estimator fit")
+        net = run_network(cfg, bm, tracks, reader, checkpoint=opts.checkpoint, image_size=image_size,
+                          focal_length=focal, batch_size=opts.batch_size, device=opts.device,
+                          progress=opts.progress)
+        if not opts.run_smplify:
+            return net
+        init = {tid: {"pose": r.pose, "betas": r.betas, "transl": r.transl} for tid, r in net.items()}
+    fitter = TemporalSMPLify.from_config(cfg, bm, image_size, focal_length=focal, device=opts.device)
+    return fitter.fit(tracks, init=init, progress=opts.progress)
+
+
+def _fit_error(track_results) -> float:
+    from lib.smplify.fitter import FIT_JOINTS
+
+    errs = []
+    for tr in track_results.values():
+        kp = tr.keypoints_2d
+        conf = kp[..., 2]
+        sel = np.zeros_like(conf, dtype=bool)
+        sel[:, FIT_JOINTS] = conf[:, FIT_JOINTS] > 0.5
+        err = np.linalg.norm(tr.joints2d - kp[..., :2], axis=-1) / np.maximum(tr.bboxes[:, 3:4], 1.0)
+        errs.append(err[sel])
+    errs = np.concatenate(errs) if errs else np.zeros(0)
+    return float(np.median(errs)) if errs.size else float("nan")
+
+
+def render_overlay(reader, path: Path, track_results, bm, focal: float, fps: float, start_frame: int,
+                   num_frames: int, side_view: bool = False, device: str = "cpu", chunk: int = 16,
+                   progress: bool = True) -> Path:
+    """Render every frame with its fitted bodies into an H.264 mp4 (atomic write).
+
+    Full meshes are skinned here, once, in batches of ``chunk`` frames.
+    """
+    from lib.demo.render import OverlayRenderer
+    from lib.demo.video import VideoWriter
+    from lib.geometry.rotations import axis_angle_to_matrix
+
+    width, height = int(reader.width), int(reader.height)
+    # frame -> list of (track id, row)
+    per_frame: Dict[int, List[tuple]] = {}
+    for tid, tr in track_results.items():
+        for row, f in enumerate(tr.frame_ids.tolist()):
+            per_frame.setdefault(int(f), []).append((tid, row))
+
+    def skin(frames: Sequence[int]):
+        items = [(f, tid, row) for f in frames for tid, row in per_frame.get(f, [])]
+        if not items:
+            return {}
+        pose = torch.as_tensor(np.stack([track_results[t].pose[r] for _, t, r in items]), device=device)
+        betas = torch.as_tensor(np.stack([track_results[t].betas for _, t, _ in items]), device=device)
+        transl = torch.as_tensor(np.stack([track_results[t].transl[r] for _, t, r in items]), device=device)
+        rot = axis_angle_to_matrix(pose.reshape(-1, 24, 3))
+        with torch.no_grad():
+            verts = bm(rot[:, :1], rot[:, 1:], betas, transl).vertices.cpu().numpy()
+        out: Dict[int, tuple] = {}
+        for k, (f, tid, _) in enumerate(items):
+            out.setdefault(f, ([], []))
+            out[f][0].append(verts[k])
+            out[f][1].append(tid)
+        return out
+
+    out_w = width * (2 if side_view else 1)
+    with OverlayRenderer(width, height, focal, bm.faces, bm.num_vertices, side_view=side_view) as renderer, \
+            VideoWriter(path, fps, out_w, height) as writer:
+        buffer: List[tuple] = []
+
+        def flush():
+            meshes = skin([i for i, _ in buffer])
+            for idx, frame in buffer:
+                verts, tids = meshes.get(idx, (None, []))
+                img = renderer.render(frame, np.stack(verts) if verts else None, tids)
+                writer.write(img)
+            buffer.clear()
+
+        for idx, frame in tqdm(reader.iter_frames(start=start_frame, max_frames=num_frames), total=num_frames,
+                               desc="render", unit="frame", disable=not progress):
+            buffer.append((idx, frame))
+            if len(buffer) >= chunk:
+                flush()
+        if buffer:
+            flush()
+    return Path(path)
