@@ -26,6 +26,7 @@ def main() -> int:
                     help="body model kind (default: the one named in the results file)")
     ap.add_argument("--model_dir", default=None, help="explicit body-model folder")
     ap.add_argument("--combined", action="store_true", help="GLB: all tracks in one scene on the video time line")
+    ap.add_argument("--preview", action="store_true", help="GLB: also render <name>.png (4 frames, offscreen)")
     ap.add_argument("--log_level", default="INFO")
     args = ap.parse_args()
     configure_logging(args.log_level)
@@ -33,6 +34,10 @@ def main() -> int:
     out = Path(args.out) if args.out else Path(args.results).parent / "export"
     written = export_results(args.results, args.format, out, tracks=tracks, body_model=args.body_model,
                              model_dir=args.model_dir, combined=args.combined)
+    if args.preview:
+        from lib.export.preview import render_glb_preview
+
+        written["png"] = [render_glb_preview(p, p.with_suffix(".png")) for p in written.get("glb", [])]
     for fmt, paths in written.items():
         for p in paths:
             print(f"{fmt}: {p}")

@@ -488,3 +488,33 @@ def test_open_model_glb_valid_and_reskins(tmp_path):
     if shutil.which("node") and (REPO / ".node" / "node_modules" / "gltf-validator").is_dir():
         (rep,) = validate(written["glb"])
         assert rep["numErrors"] == 0, rep["messages"]
+
+
+# ----------------------------------------------------------------- preview
+def test_glb_poser_matches_body_model(exported, results, toy_body_model):
+    from lib.export.preview import GlbPoser
+
+    verts, _, frame_ids = reference(toy_body_model, results, "0")
+    poser = GlbPoser(next(p for p in exported["glb"] if p.name == "vid_track0.glb"))
+    assert poser.duration == pytest.approx((frame_ids[-1] - frame_ids[0]) / FPS, abs=1e-5)
+    for k in (3, 17):
+        ((got, faces, _),) = poser.pose(k / FPS)
+        assert np.abs(got - verts[k]).max() < TOL
+        np.testing.assert_array_equal(faces, toy_body_model.faces)
+
+
+def test_preview_renders_bodies(exported, tmp_path):
+    pytest.importorskip("pyrender")
+    from PIL import Image
+
+    from lib.export.preview import render_glb_preview
+
+    try:
+        png = render_glb_preview(exported["glb_combined"][0], tmp_path / "p.png", times=[0.4, 0.7], size=(96, 120))
+    except Exception as err:  # no EGL/OpenGL on this machine
+        pytest.skip(f"offscreen rendering unavailable: {err}")
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape == (120, 192, 3)
+    for panel in (img[:, :96], img[:, 96:]):
+        tinted = np.abs(panel[..., 0] - panel[..., 2]) > 20  # body colours; background and floor are grey
+        assert tinted.mean() > 0.005
