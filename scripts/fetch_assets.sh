@@ -114,11 +114,17 @@ build_open_body_model() {
     fi
 }
 
+build_motion_prior() {
+    # Pose prior fitted on the clips above (seconds; skipped when up to date).
+    "$PYTHON" scripts/build_motion_prior.py --motion_dir data/assets/motions --out data/assets/motion_prior.npz
+}
+
 fetch_detector
 fetch_keypoints
 fetch_motions
 fetch_video
 build_open_body_model
+build_motion_prior
 # Generated per-asset files (e.g. the detector's text graph) are made by the code
 # that uses them, on first use, from the files above.
 log "assets ready in data/"

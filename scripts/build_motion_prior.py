@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Build the motion pose prior (data/assets/motion_prior.npz) from the DeepMimic clips.
+
+Usage: python scripts/build_motion_prior.py [--motion_dir D] [--out F] [--components K] [--force]
+Skips the work when the output exists and is newer than every clip (use --force to rebuild).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+# Run as a plain script from anywhere: the repo root holds the lib package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.core.cli import configure_logging, run_main  # noqa: E402
+from lib.motion.prior import DEFAULT_MOTION_PRIOR, build_motion_prior  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--motion_dir", default="data/assets/motions", help="folder with humanoid3d_*.txt")
+    parser.add_argument("--out", default=DEFAULT_MOTION_PRIOR, help="output .npz")
+    parser.add_argument("--components", type=int, default=8, help="mixture components")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+    args = parser.parse_args(argv)
+    configure_logging("INFO")
+
+    out = Path(args.out)
+    clips = sorted(Path(args.motion_dir).glob("humanoid3d_*.txt"))
+    if out.is_file() and clips and not args.force and out.stat().st_mtime >= max(c.stat().st_mtime for c in clips):
+        print(f"{out}: up to date")
+        return 0
+    start = time.time()
+    prior = build_motion_prior(args.motion_dir, out, num_components=args.components)
+    print(f"{out}: {prior.num_components} components, built in {time.time() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
