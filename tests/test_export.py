@@ -518,3 +518,56 @@ def test_preview_renders_bodies(exported, tmp_path):
     for panel in (img[:, :96], img[:, 96:]):
         tinted = np.abs(panel[..., 0] - panel[..., 2]) > 20  # body colours; background and floor are grey
         assert tinted.mean() > 0.005
+
+
+# ----------------------------------------------------------------- Blender's own importers (needs bpy)
+_BLENDER_IMPORT = r'''
+import sys, numpy as np, bpy
+glb, bvh, out, fps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+frames = [int(f) for f in sys.argv[5].split(",")]
+res = {}
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.context.scene.render.fps = fps  # the glTF importer maps seconds to frames with the scene rate
+bpy.ops.import_scene.gltf(filepath=glb)
+body = next(o for o in bpy.context.scene.objects if o.type == "MESH" and o.name.endswith("_body"))
+for f in frames:
+    bpy.context.scene.frame_set(f)
+    ev = body.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    co = np.zeros(len(me.vertices) * 3)
+    me.vertices.foreach_get("co", co)
+    m = np.array(ev.matrix_world)
+    res[f"glb{f}"] = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+    ev.to_mesh_clear()
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_anim.bvh(filepath=bvh, global_scale=1.0)
+arm = next(o for o in bpy.context.scene.objects if o.type == "ARMATURE")
+res["names"] = np.array([pb.name for pb in arm.pose.bones])
+for f in frames:
+    bpy.context.scene.frame_set(f + 1)  # BVH frames start at 1
+    m = np.array(arm.matrix_world)
+    res[f"bvh{f}"] = np.array([m[:3, :3] @ np.array(pb.head) + m[:3, 3] for pb in arm.pose.bones])
+np.savez(out, **res)
+'''
+
+
+def test_blender_importers_reproduce_glb_and_bvh(exported, results, toy_body_model, tmp_path):
+    from lib.export.fbx import fbx_available, fbx_python
+
+    if not fbx_available():
+        pytest.skip("bpy (Blender as a module) not installed in .venv-fbx: run bash scripts/install_fbx.sh")
+    glb = next(p for p in exported["glb"] if p.name == "vid_track0.glb")
+    bvh = next(p for p in exported["bvh"] if p.name == "vid_track0.bvh")
+    script, out = tmp_path / "imp.py", tmp_path / "imp.npz"
+    script.write_text(_BLENDER_IMPORT)
+    frames = [0, 11, 29]
+    res = subprocess.run([str(fbx_python()), str(script), str(glb), str(bvh), str(out), str(int(FPS)),
+                          ",".join(map(str, frames))], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    verts, joints, _ = reference(toy_body_model, results, "0")
+    z_up_to_y_up = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # Blender is z up
+    with np.load(out) as got:
+        order = [list(got["names"]).index(n) for n in JOINT_NAMES]
+        for f in frames:
+            assert np.abs(got[f"glb{f}"] @ z_up_to_y_up.T - verts[f]).max() < TOL, f
+            assert np.abs(got[f"bvh{f}"][order] @ z_up_to_y_up.T - joints[f]).max() < TOL, f
