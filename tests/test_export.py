@@ -413,6 +413,11 @@ def test_bad_files_and_options(tmp_path, results, toy_body_model):
     np.savez(empty, fps=25.0)
     with pytest.raises(UserError, match="no tracks"):
         load_results(empty)
+    nobody = tmp_path / "nobody" / "results.npz"
+    nobody.parent.mkdir()
+    np.savez(nobody, fps=25.0, detections=np.zeros((0, 6)), track_ids=np.zeros(0, np.int64),
+             body_model=np.array(toy_body_model.kind), num_vertices=np.int64(toy_body_model.num_vertices))
+    assert export_results(nobody, "glb,bvh", tmp_path / "o", body_model=toy_body_model) == {"glb": [], "bvh": []}
     with pytest.raises(UserError, match="no track.s. 9; available: 0, 5"):
         export_results(results, "glb", tmp_path, tracks=["9"], body_model=toy_body_model)
     with pytest.raises(UserError, match="unknown export format"):

@@ -135,7 +135,11 @@ def load_results(path: str | os.PathLike) -> Results:
             raise UserError(f"{path}: contains pickled objects, refusing to load ({err})") from None
 
     track_ids = sorted({m.group(1) for k in keys if (m := re.fullmatch(r"([^/]+)/pose", k))}, key=_sort_key)
-    if not track_ids:
+    demo_file = "detections" in keys or "track_ids" in keys
+    if not track_ids and demo_file and not any("/" in k for k in keys):
+        # A valid demo result for a video without people: nothing to export.
+        logger.warning("%s holds no tracks (no person found in the video)", path)
+    elif not track_ids:
         prefixed = sorted({k.split("/", 1)[0] for k in keys if "/" in k})
         if prefixed:
             raise UserError(f"{path}: track(s) {', '.join(prefixed)} have no '<id>/pose' key")
@@ -148,8 +152,14 @@ def load_results(path: str | os.PathLike) -> Results:
             raise UserError(f"{path}: key 'fps' must be a positive number, got {data['fps']!r}")
     else:
         logger.warning("%s has no 'fps' key; assuming %.0f fps", path, DEFAULT_FPS)
-    body_model = str(data["body_model"]) if "body_model" in keys else None
-    num_vertices = int(data["num_vertices"]) if "num_vertices" in keys else None
+    body_model = num_vertices = None
+    try:
+        if "body_model" in keys:
+            body_model = str(np.asarray(data["body_model"]).reshape(()))
+        if "num_vertices" in keys:
+            num_vertices = int(np.asarray(data["num_vertices"]).reshape(()))
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: keys 'body_model'/'num_vertices' must be a string and an integer") from None
     image_size = focal_length = None
     if "image_size" in keys and np.asarray(data["image_size"]).size == 2:
         image_size = tuple(int(x) for x in np.asarray(data["image_size"]).reshape(2))
