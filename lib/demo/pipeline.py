@@ -136,11 +136,11 @@ def _output_paths(opts: DemoOptions) -> tuple[Path, Path, Path]:
 
 
 def _open_video(path: str):
-    from lib.demo.video import open_video
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"video not found: {path}")
+    from lib.demo.video import open_video
+
     try:
         reader = open_video(p)
     except UserError:
@@ -244,7 +244,7 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
         num_tracks=len(track_results), person_frames=sum(t.num_frames for t in track_results.values()),
         stage_seconds=stage, total_seconds=time.perf_counter() - t_start, fit_error=fit_err, exports=exports,
     )
-    logger.info("demo finished:\n%s", summary.format())
+    logger.info("demo finished: %d tracks, %d frames, %.2f fps", summary.num_tracks, n_frames, summary.fps)
     return summary
 
 
@@ -256,8 +256,6 @@ def _estimate(cfg, opts: DemoOptions, bm, tracks, image_size, focal, reader) -> 
         return {}
     init = None
     if opts.estimator == "pbn":
-        from lib.demo.network import run_network  # the network estimator (needs a checkpoint)
-
         if not opts.checkpoint:
             raise UserError("--estimator pbn needs --checkpoint (a trained pbn checkpoint); "
                             "without one use the default --estimator fit")
@@ -269,6 +267,122 @@ def _estimate(cfg, opts: DemoOptions, bm, tracks, image_size, focal, reader) -> 
         init = {tid: {"pose": r.pose, "betas": r.betas, "transl": r.transl} for tid, r in net.items()}
     fitter = TemporalSMPLify.from_config(cfg, bm, image_size, focal_length=focal, device=opts.device)
     return fitter.fit(tracks, init=init, progress=opts.progress)
+
+
+def _load_network(cfg, bm, checkpoint: str, device: str):
+    """The network with a backbone, weights from ``checkpoint`` (torch.load, weights only)."""
+    from lib.models.pbn import ParallelBranchNet
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt/foreign files raise many types
+        raise UserError(f"{checkpoint}: not a readable pbn checkpoint ({type(err).__name__}: {err})") from None
+    state = ckpt
+    if isinstance(ckpt, dict):
+        for key in ("model", "state_dict", "model_state", "gen_state_dict", "generator"):
+            if key in ckpt and isinstance(ckpt[key], dict):
+                state = ckpt[key]
+                break
+    if not isinstance(state, dict) or not state:
+        raise UserError(f"{checkpoint}: no model state dict found")
+    mcfg = cfg.clone()
+    mcfg.defrost()
+    mcfg.MODEL.USE_BACKBONE = True  # the demo feeds image crops
+    net = ParallelBranchNet.from_config(mcfg, bm)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if any(not k.startswith("backbone.") for k in missing):
+        raise UserError(f"{checkpoint}: does not fit the configured model (missing e.g. "
+                        f"{[k for k in missing if not k.startswith('backbone.')][:3]}); pass the training --cfg")
+    if any(k.startswith("backbone.") for k in missing) and not cfg.PATHS.SPIN_CHECKPOINT:
+        logger.warning("%s holds no backbone weights and PATHS.SPIN_CHECKPOINT is unset: the image "
+                       "backbone is random, so network output will be meaningless", checkpoint)
+    if unexpected:
+        logger.debug("ignored checkpoint keys: %s", unexpected[:10])
+    return net.to(device).eval()
+
+
+def _crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Square crop of side max(w, h) around the box centre, resized to ``size`` (RGB uint8)."""
+    import cv2
+
+    side = max(float(box[2]), float(box[3]), 1.0)
+    scale = size / side
+    mat = np.array([[scale, 0.0, size / 2.0 - scale * box[0]], [0.0, scale, size / 2.0 - scale * box[1]]])
+    return cv2.warpAffine(frame, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def run_network(cfg, bm, tracks, reader, checkpoint: str, image_size, focal_length: float, batch_size: int = 64,
+                device: str = "cpu", progress: bool = True) -> Dict[int, object]:
+    """The ``pbn`` estimator: per-track windows of crops -> pose, shape, camera.
+
+    Image features are computed while streaming the video (crops never pile up);
+    the temporal model then runs on windows of ``MODEL.MAX_SEQ_LEN`` frames.
+    Returns track id -> :class:`lib.smplify.fitter.FitResult`.
+    """
+    from lib.geometry.camera import crop_cam_to_full_translation, image_to_crop
+    from lib.geometry.rotations import matrix_to_axis_angle
+    from lib.models.backbone import CROP_SIZE, normalize_images
+    from lib.smplify.fitter import FitResult
+
+    net = _load_network(cfg, bm, checkpoint, device)
+    width, height = image_size
+    wanted: Dict[int, List[tuple]] = {}
+    for tid, tr in tracks.items():
+        for row, f in enumerate(np.asarray(tr.frame_ids).tolist()):
+            wanted.setdefault(int(f), []).append((tid, row))
+    feats = {tid: torch.zeros(len(tr.frame_ids), 2048) for tid, tr in tracks.items()}
+    pending: List[tuple] = []
+
+    def run_batch():
+        if not pending:
+            return
+        imgs = torch.as_tensor(np.stack([c for _, _, c in pending])).permute(0, 3, 1, 2).float() / 255.0
+        with torch.no_grad():
+            out = net.backbone(normalize_images(imgs).to(device)).cpu()
+        for k, (tid, row, _) in enumerate(pending):
+            feats[tid][row] = out[k]
+        pending.clear()
+
+    first, last = min(wanted), max(wanted)
+    for idx, frame in tqdm(reader.iter_frames(start=first, max_frames=last - first + 1), total=last - first + 1,
+                           desc="features", unit="frame", disable=not progress):
+        for tid, row in wanted.get(int(idx), []):
+            frame3 = frame if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=-1)
+            pending.append((tid, row, _crop(frame3, np.asarray(tracks[tid].bboxes[row]), CROP_SIZE)))
+            if len(pending) >= batch_size:
+                run_batch()
+    run_batch()
+
+    seq = int(cfg.MODEL.MAX_SEQ_LEN)
+    results: Dict[int, object] = {}
+    for tid, tr in tracks.items():
+        n = len(tr.frame_ids)
+        box = torch.as_tensor(np.asarray(tr.bboxes, np.float32))
+        kp = torch.as_tensor(np.asarray(tr.keypoints_2d, np.float32))
+        kp_crop = torch.cat([image_to_crop(kp[..., :2], box), kp[..., 2:]], dim=-1)
+        pad = (-n) % seq
+        idx = torch.cat([torch.arange(n), torch.full((pad,), n - 1)]).reshape(-1, seq)
+        with torch.no_grad():
+            out = net(features=feats[tid][idx].to(device), joints2d=kp_crop[idx].to(device), return_vertices=False)
+        keep = lambda x: x.reshape((-1,) + x.shape[2:])[:n].cpu()  # noqa: E731
+        rot = torch.cat([keep(out.pred_global_orient)[:, None], keep(out.pred_body_pose)], dim=1)  # (n, 24, 3, 3)
+        pose = matrix_to_axis_angle(rot).reshape(n, 72)
+        betas = keep(out.pred_betas).mean(0)
+        cam = keep(out.pred_cam)
+        transl = crop_cam_to_full_translation(cam, box, width, height, focal_length)
+        with torch.no_grad():
+            joints = bm(rot[:, :1].to(bm.v_template.device), rot[:, 1:].to(bm.v_template.device),
+                        betas[None].to(bm.v_template.device), transl.to(bm.v_template.device),
+                        joints_only=True).joints.cpu()
+        z = joints[..., 2:].clamp(min=1e-3)
+        j2d = joints[..., :2] / z * focal_length + torch.tensor([width / 2.0, height / 2.0])
+        f32 = lambda x: x.numpy().astype(np.float32)  # noqa: E731
+        results[tid] = FitResult(pose=f32(pose), betas=f32(betas), transl=f32(transl), cam=f32(cam),
+                                 joints3d=f32(joints), joints2d=f32(j2d))
+    return results
 
 
 def _fit_error(track_results) -> float:

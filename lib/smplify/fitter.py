@@ -289,7 +289,7 @@ class TemporalSMPLify:
                     device: str | torch.device = "cpu") -> "TemporalSMPLify":
         """Build from the ``SMPLIFY`` section of the config."""
         c = cfg.SMPLIFY
-        prior, limits, name = load_priors(c.PRIOR, c.PRIOR_PATH)
+        prior, limits, name = load_priors(c.PRIOR, c.PRIOR_PATH, device)
         logger.info("SMPLify pose prior: %s", name)
         weights = FitWeights(
             kp2d=c.W_KP2D, bone3d=c.W_BONE3D, pose_prior=c.W_POSE_PRIOR, joint_limit=c.W_JOINT_LIMIT,

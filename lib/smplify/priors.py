@@ -51,12 +51,13 @@ def hinge_joint_limits(body_pose: torch.Tensor) -> torch.Tensor:
     return knees + lelbow + relbow
 
 
-def load_priors(kind: str = "motion", path: str = "") -> tuple[PoseFn, PoseFn, str]:
+def load_priors(kind: str = "motion", path: str = "", device: str | torch.device = "cpu") -> tuple[PoseFn, PoseFn, str]:
     """The pose prior and joint-limit penalty to fit with.
 
     Args:
         kind: "motion", "smplify_gmm" or "quadratic".
         path: prior file; "" = the default of ``kind``.
+        device: where the prior's tensors go.
     Returns:
         (pose_prior, joint_limit_penalty, name of what was loaded).
     """
@@ -70,8 +71,12 @@ def load_priors(kind: str = "motion", path: str = "") -> tuple[PoseFn, PoseFn, s
     limits = getattr(motion_prior, "joint_limit_penalty", hinge_joint_limits)
     try:
         prior = motion_prior.load_pose_prior(kind=kind, path=path or None)
-    except (FileNotFoundError, OSError, ValueError) as err:
+    except FileNotFoundError as err:
+        if kind != "motion" or path:  # a file the user named explicitly must exist
+            raise
         logger.warning("pose prior %r not loaded (%s); using a quadratic prior", kind, err)
         return quadratic_pose_prior, limits, "quadratic"
+    if isinstance(prior, torch.nn.Module):
+        prior = prior.to(device)
     return prior, limits, kind
 
