@@ -60,9 +60,61 @@ _C.DATASET.MMAP_RELEASE_MB = 256.0  # drop touched memory-mapped pages from RSS 
 
 # ---------------------------------------------------------------- model (lib/models)
 _C.MODEL = CN()
+_C.MODEL.FEATURE_DIM = 2048  # per-frame image feature size (ResNet-50 output) = d_model of the SMPL-branch encoder
+_C.MODEL.MAX_SEQ_LEN = 16  # longest window (frames) the learned positional embeddings cover
+_C.MODEL.USE_BACKBONE = False  # build the ResNet-50 so the model also takes 224x224 crops (demo); training uses stored features
+# --- SMPL branch: temporal encoder over the T feature vectors
+_C.MODEL.ENCODER = CN()
+_C.MODEL.ENCODER.TYPE = "transformer"  # "transformer" (PBN), "gru" (VIBE) or "none" (per-frame, SPIN-like)
+_C.MODEL.ENCODER.NUM_LAYERS = 2  # transformer or GRU layers
+_C.MODEL.ENCODER.NUM_HEADS = 4  # transformer attention heads
+_C.MODEL.ENCODER.FF_SIZE = 2048  # transformer feed-forward width (the seed code passed its hidden size 2048 here)
+_C.MODEL.ENCODER.DROPOUT = 0.2  # transformer dropout (attention, feed-forward, residual)
+_C.MODEL.ENCODER.HIDDEN_SIZE = 1024  # GRU hidden size
+_C.MODEL.ENCODER.BIDIRECTIONAL = False  # GRU direction (VIBE: one-directional)
+_C.MODEL.ENCODER.ADD_LINEAR = True  # GRU: ReLU + linear layer back to FEATURE_DIM (VIBE: on)
+_C.MODEL.ENCODER.RESIDUAL = True  # add the encoder input to its output (both encoders)
+# --- SMPL branch: HMR iterative regressor (SPIN layout, loads SPIN weights)
+_C.MODEL.REGRESSOR = CN()
+_C.MODEL.REGRESSOR.NUM_ITERS = 3  # iterative error feedback steps
+_C.MODEL.REGRESSOR.HIDDEN_SIZE = 1024  # width of fc1/fc2 (SPIN: 1024; other values cannot load SPIN weights)
+_C.MODEL.REGRESSOR.DROPOUT = 0.5  # dropout after fc1 and fc2 (SPIN: 0.5)
+# --- ST branch: PoseFormer-style spatio-temporal transformer lifting 2D keypoints to 3D joints
+_C.MODEL.STB = CN()
+_C.MODEL.STB.ENABLED = True  # build the ST branch (off = VIBE-like single branch)
+_C.MODEL.STB.EMBED_DIM = 32  # embedding size per joint; the temporal transformer width is 49 x this
+_C.MODEL.STB.SPATIAL_DEPTH = 4  # spatial transformer blocks (over the 49 joints of a frame)
+_C.MODEL.STB.TEMPORAL_DEPTH = 4  # temporal transformer blocks (over the T frames)
+_C.MODEL.STB.NUM_HEADS = 8  # attention heads in both transformers
+_C.MODEL.STB.MLP_RATIO = 2.0  # feed-forward width / embedding width
+_C.MODEL.STB.DROPOUT = 0.0  # dropout on embeddings, attention and feed-forward
+_C.MODEL.STB.DROP_PATH = 0.1  # stochastic-depth rate, rising linearly to this over the blocks
+# --- fusion of STB and SMPL-branch 3D joints
+_C.MODEL.FUSION = "none"  # "none" (published PBN: parallel branches) or "gate" (learned per-joint weights)
+# --- motion discriminator (VIBE-style) and its own optimiser
+_C.MODEL.DISC = CN()
+_C.MODEL.DISC.HIDDEN_SIZE = 1024  # GRU hidden size
+_C.MODEL.DISC.NUM_LAYERS = 2  # GRU layers
+_C.MODEL.DISC.FEATURE_POOL = "attention"  # pooling over frames: "attention" or "mean"
+_C.MODEL.DISC.ATT_SIZE = 1024  # width of the attention scorer's hidden layers
+_C.MODEL.DISC.ATT_LAYERS = 3  # layers of the attention scorer
+_C.MODEL.DISC.ATT_DROPOUT = 0.2  # dropout inside the attention scorer
+_C.MODEL.DISC.OPTIM = "adam"  # discriminator optimiser: "adam" or "sgd"
+_C.MODEL.DISC.LR = 1e-4  # discriminator learning rate
+_C.MODEL.DISC.WD = 1e-4  # discriminator weight decay
+_C.MODEL.DISC.MOMENTUM = 0.9  # SGD momentum (unused by Adam)
+_C.MODEL.DISC.UPDATE_STEPS = 1  # discriminator steps per generator step
 
 # ---------------------------------------------------------------- losses (lib/core/loss.py)
 _C.LOSS = CN()
+_C.LOSS.KP_2D_W = 300.0  # L_2d: SMPL-branch 2D reprojection (crop units, confidence weighted)
+_C.LOSS.KP_3D_W = 300.0  # L_3d_SMPL: SMPL-branch 3D joints, 14 common joints, pelvis-centred (metres)
+_C.LOSS.STB_3D_W = 300.0  # L_3d_STB: ST-branch 3D joints, 14 common joints, pelvis-centred (metres)
+_C.LOSS.FUSED_3D_W = 300.0  # L_fused: fused 3D joints (only with MODEL.FUSION "gate")
+_C.LOSS.POSE_W = 60.0  # L_smpl, pose part: squared error of the 24 rotation matrices
+_C.LOSS.SHAPE_W = 0.06  # L_smpl, shape part: squared error of the 10 betas
+_C.LOSS.MOTION_W = 0.5  # L_adv (generator) and the discriminator loss (least-squares GAN)
+_C.LOSS.ADV_ITERS = "last"  # regressor iterations the discriminator judges: "last" (VIBE) or "all"
 
 # ---------------------------------------------------------------- training (lib/core/trainer.py)
 _C.TRAIN = CN()
