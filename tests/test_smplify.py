@@ -144,3 +144,19 @@ def test_empty_and_single_frame(toy_body_model):
     fit = fitter.fit({7: track})[7]
     assert fit.joints3d.shape == (1, 49, 3) and np.isfinite(fit.joints3d).all()
     assert _j14_error(fit, gt) < 40.0
+
+
+def test_fast_joints_match_body_layer(body_model):
+    """The fitting loop's kinematics give the layer's op_* joints (and gradients flow)."""
+    from lib.smplify.kinematics import NUM_OP, FastJoints
+
+    g = torch.Generator().manual_seed(0)
+    rot = axis_angle_to_matrix(0.5 * torch.randn(6, 24, 3, generator=g))
+    betas = torch.randn(6, 10, generator=g)
+    transl = torch.randn(6, 3, generator=g)
+    ref = body_model(rot[:, :1], rot[:, 1:], betas, transl, joints_only=True).joints[:, :NUM_OP]
+    fast = FastJoints(body_model)(rot, betas, transl)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    betas.requires_grad_(True)
+    FastJoints(body_model)(rot, betas, transl).sum().backward()
+    assert betas.grad.abs().sum() > 0

@@ -19,8 +19,10 @@ Objective per person-frame (weights in :class:`FitWeights`):
 - temporal smoothness: acceleration of camera-space joints, velocity of body pose
   and global orientation along each track.
 
-Speed: the loop runs the body model with ``joints_only=True`` (forward
-kinematics + the few keypoint vertices), batches every track of a time window
+Speed: the loop evaluates only the 25 detector joints (SMPL joints + keypoint
+vertices) with :class:`lib.smplify.kinematics.FastJoints` (level-wise forward
+kinematics; the layer's ``joints_only=True`` path for models with pose blend
+shapes), batches every track of a time window
 into one problem, and carries each track's shape and last frames into the next
 window (warm start + smoothness across the seam). Full meshes are skinned only
 afterwards, by whoever needs them (the renderer).
@@ -39,6 +41,7 @@ from tqdm import tqdm
 from lib.geometry.camera import default_focal_length
 from lib.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rot6d, rot6d_to_matrix
 from lib.joints.conventions import SPIN_49, convert_kps
+from lib.smplify.kinematics import NUM_OP, FastJoints
 from lib.smplify.priors import hinge_joint_limits, load_priors, quadratic_pose_prior
 
 logger = logging.getLogger(__name__)
@@ -113,7 +116,7 @@ class _TrackState:
     betas: torch.Tensor  # (10,)
     frames_seen: int = 0
     last_frame: int = -10
-    anchor_joints: Optional[torch.Tensor] = None  # (2, 49, 3) last two fitted frames
+    anchor_joints: Optional[torch.Tensor] = None  # (2, 25, 3) last two fitted frames (op_* joints)
     anchor_pose: Optional[torch.Tensor] = None  # (2, 69)
     anchor_orient: Optional[torch.Tensor] = None  # (2, 6)
     anchor_frames: Tuple[int, int] = (-10, -10)
@@ -277,7 +280,9 @@ class TemporalSMPLify:
         w = torch.zeros(len(SPIN_49))
         for name, val in FIT_JOINT_WEIGHTS.items():
             w[_IDX[name]] = val * (self.weights.hip if name in ("op_lhip", "op_rhip") else 1.0)
-        self.joint_weights = w.to(self.device)  # (49,)
+        assert max(FIT_JOINTS) < NUM_OP and int(BONES.max()) < NUM_OP  # the loop sees the op_* slots only
+        self.joint_weights = w[:NUM_OP].to(self.device)  # (25,)
+        self.fast = FastJoints(self.body_model).to(self.device) if not self.body_model.has_pose_correctives else None
         self.bones = torch.as_tensor(BONES, device=self.device)
         with torch.no_grad():
             # Rest pelvis (root joint) of the mean shape: the model rotates about it.
@@ -434,14 +439,15 @@ class TemporalSMPLify:
         if not tids:
             return
         batch = {
-            "kp": torch.cat(items_kp), "box": torch.cat(items_box), "world": torch.cat(items_world),
+            "kp": torch.cat(items_kp)[:, :NUM_OP], "box": torch.cat(items_box),
+            "world": torch.cat(items_world)[:, :NUM_OP],
             "has_world": torch.cat(items_hasw), "track_of": torch.cat(track_of),
         }
         n_items = batch["kp"].shape[0]
         if anchors_j:
             anc_j, anc_p, anc_o = torch.cat(anchors_j), torch.cat(anchors_p), torch.cat(anchors_o)
         else:
-            anc_j = torch.zeros(0, 49, 3, device=dev)
+            anc_j = torch.zeros(0, NUM_OP, 3, device=dev)
             anc_p = torch.zeros(0, 69, device=dev)
             anc_o = torch.zeros(0, 6, device=dev)
 
@@ -475,7 +481,7 @@ class TemporalSMPLify:
 
         with torch.no_grad():
             betas = torch.where(beta_free[:, None], betas_var, betas_init)
-            joints = self._joints(orient, body, transl, betas, batch["track_of"])
+            joints = self._op_joints(orient, body, transl, betas, batch["track_of"])
         for k, tid in enumerate(tids):
             a, b = slices[k]
             st = states[tid]
@@ -493,7 +499,16 @@ class TemporalSMPLify:
             else:
                 st.anchor_joints = None
 
+    def _op_joints(self, orient6d, body, transl, betas, track_of) -> torch.Tensor:
+        """(B, 25, 3) camera-space op_* joints, the fitting loop's fast path."""
+        if self.fast is None:
+            return self._joints(orient6d, body, transl, betas, track_of)[:, :NUM_OP]
+        n = body.shape[0]
+        rot = torch.cat([rot6d_to_matrix(orient6d)[:, None], axis_angle_to_matrix(body.reshape(n, 23, 3))], dim=1)
+        return self.fast(rot, betas[track_of], transl)
+
     def _joints(self, orient6d, body, transl, betas, track_of) -> torch.Tensor:
+        """(B, 49, 3) camera-space joints from the body model."""
         n = body.shape[0]
         out = self.body_model(
             global_orient=rot6d_to_matrix(orient6d),
@@ -513,7 +528,7 @@ class TemporalSMPLify:
         b = s["batch"]
         n = s["n_items"]
         betas = torch.where(s["beta_free"][:, None], betas_var, s["betas_init"])
-        joints = self._joints(orient, body, transl, betas, b["track_of"])  # (B, 49, 3)
+        joints = self._op_joints(orient, body, transl, betas, b["track_of"])  # (B, 25, 3)
         kp = b["kp"]
         h = b["box"][:, 3].clamp(min=8.0)
         res = (self._project(joints) - kp[..., :2]) / h[:, None, None]
