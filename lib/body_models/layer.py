@@ -140,14 +140,17 @@ class BodyModelLayer(nn.Module):
         self.register_buffer("j_template", j_regressor @ v_template)  # (24, 3)
         self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", j_regressor, shapedirs))  # (24, 3, 10)
 
-        # Vertex subset needed by the 49 joints (keypoint vertices + extra regressor support).
+        # Joints-only path. The extra joints are linear in the posed vertices, so
+        # E @ LBS(v) = sum_k A_k (sum_v E_jv W_vk [v_v; 1]) with v = v_template + S betas:
+        # precompute those sums per (extra joint, skinning joint) and the joints never
+        # need the mesh. Keypoint vertices are skinned individually.
         extra = f32(j_regressor_extra)
-        support = np.union1d(np.asarray(vertex_ids, dtype=np.int64), np.nonzero(extra.abs().sum(0).numpy())[0])
-        pos = {v: i for i, v in enumerate(support.tolist())}
-        self.register_buffer("sub_ids", torch.as_tensor(support))
-        self.register_buffer("sub_vertex_rows", torch.as_tensor([pos[v] for v in vertex_ids]))
-        self.register_buffer("sub_extra", extra[:, support])  # (9, S)
         self.register_buffer("j_regressor_extra", extra)
+        weights_t = f32(weights)
+        ew = extra[:, :, None] * weights_t[None]  # (9, V, 24)
+        self.register_buffer("extra_w", ew.sum(1))  # (9, 24)
+        self.register_buffer("extra_p", torch.einsum("jvk,vc->jkc", ew, v_template))  # (9, 24, 3)
+        self.register_buffer("extra_q", torch.einsum("jvk,vcb->jkcb", ew, shapedirs))  # (9, 24, 3, 10)
         self.register_buffer("vertex_ids", torch.as_tensor(np.asarray(vertex_ids, dtype=np.int64)))
         self.register_buffer("joint_map", torch.as_tensor(JOINT_MAP))
         self.mean_params = {k: np.asarray(v, dtype=np.float32) for k, v in mean_params.items()}
@@ -194,11 +197,13 @@ class BodyModelLayer(nn.Module):
         transforms, posed_joints = self._forward_kinematics(rot, rest_joints)  # (B,24,3,4), (B,24,3)
 
         if joints_only and not self.has_pose_correctives:
-            ids = self.sub_ids
-            sub_rest = self.v_template[ids] + torch.einsum("vcb,nb->nvc", self.shapedirs[ids], betas)
-            sub = self._skin(transforms, sub_rest, self.weights[ids])  # (B, S, 3)
-            kp_verts = sub[:, self.sub_vertex_rows]
-            extra = torch.einsum("js,nsc->njc", self.sub_extra, sub)
+            ids = self.vertex_ids
+            kp_rest = self.v_template[ids] + torch.einsum("vcb,nb->nvc", self.shapedirs[ids], betas)
+            kp_verts = self._skin(transforms, kp_rest, self.weights[ids])  # (B, 11, 3)
+            rest = self.extra_p + torch.einsum("jkcb,nb->njkc", self.extra_q, betas)  # (B, 9, 24, 3)
+            extra = torch.einsum("nkcd,njkd->njc", transforms[..., :3], rest) + torch.einsum(
+                "jk,nkc->njc", self.extra_w, transforms[..., 3]
+            )
             vertices = None
         else:
             v_shaped = self.v_template + torch.einsum("vcb,nb->nvc", self.shapedirs, betas)
