@@ -2,7 +2,8 @@
 """Build the motion pose prior (data/assets/motion_prior.npz) from the DeepMimic clips.
 
 Usage: python scripts/build_motion_prior.py [--motion_dir D] [--out F] [--components K] [--force]
-Skips the work when the output exists and is newer than every clip (use --force to rebuild).
+Skips the work when the output is newer than every clip and was built by the current
+builder version (use --force to rebuild).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.cli import configure_logging, run_main  # noqa: E402
-from lib.motion.prior import DEFAULT_MOTION_PRIOR, build_motion_prior  # noqa: E402
+from lib.motion.prior import DEFAULT_MOTION_PRIOR, build_motion_prior, prior_is_up_to_date  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,8 +29,7 @@ def main(argv=None) -> int:
     configure_logging("INFO")
 
     out = Path(args.out)
-    clips = sorted(Path(args.motion_dir).glob("humanoid3d_*.txt"))
-    if out.is_file() and clips and not args.force and out.stat().st_mtime >= max(c.stat().st_mtime for c in clips):
+    if not args.force and prior_is_up_to_date(out, args.motion_dir, args.components):
         print(f"{out}: up to date")
         return 0
     start = time.time()

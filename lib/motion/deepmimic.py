@@ -216,8 +216,10 @@ def retarget_frames(frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         return m @ rot @ m.T
 
     def hinge(field: str) -> torch.Tensor:
-        # DeepMimic's hinges turn about its local z, i.e. SMPL's -x.
-        angle = _t(frames[:, _ANGLE_FIELDS[field]])
+        # DeepMimic's hinges turn about its local z, i.e. SMPL's -x. A few clips step up to
+        # 0.22 rad past the URDF's limits (knees in [-pi, 0], elbows in [0, pi]): clamp.
+        lo, hi = (-math.pi, 0.0) if field.endswith("knee") else (0.0, math.pi)
+        angle = _t(frames[:, _ANGLE_FIELDS[field]]).clamp(lo, hi)
         rotvec = torch.zeros(k, 3, dtype=torch.float64)
         rotvec[:, 0] = -angle
         return roma.rotvec_to_rotmat(rotvec)

@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 POSE_DIM = 69
 DEFAULT_MOTION_PRIOR = "data/assets/motion_prior.npz"
-PRIOR_VERSION = 1
+PRIOR_VERSION = 1  # file layout
+# Bump when the retargeting or the fit changes, so cached priors are rebuilt.
+BUILD_VERSION = 2
 
 # Body-pose (69-d, joint j at 3 (j - 1)) components of the one-way hinges, with the
 # sign of a *wrong-way* bend for our SMPL axes (y up, facing +z, left at +x):
@@ -311,5 +313,22 @@ def build_motion_prior(
     prior.save(out_path, meta={
         "source": "DeepMimic humanoid clips (pybullet data) + mirrors, retargeted to SMPL",
         "clips": ",".join(c.name for c in clips), "fps": fps, "num_poses": len(poses),
+        "build_version": BUILD_VERSION, "num_components": num_components,
     })
     return prior
+
+
+def prior_is_up_to_date(out_path: str | os.PathLike, motion_dir: str | os.PathLike,
+                        num_components: int = 8) -> bool:
+    """True if ``out_path`` was built by this :data:`BUILD_VERSION` with ``num_components``
+    and is newer than every clip in ``motion_dir``."""
+    out = Path(out_path)
+    clips = sorted(Path(motion_dir).glob("humanoid3d_*.txt"))
+    if not out.is_file() or not clips or out.stat().st_mtime < max(c.stat().st_mtime for c in clips):
+        return False
+    try:
+        with np.load(out) as npz:
+            return (str(npz.get("meta_build_version", "")) == str(BUILD_VERSION)
+                    and str(npz.get("meta_num_components", "")) == str(num_components))
+    except (OSError, ValueError):
+        return False
