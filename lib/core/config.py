@@ -130,6 +130,14 @@ _C.EVAL.BATCH_SIZE = 32  # windows per evaluation batch
 
 # ---------------------------------------------------------------- demo (lib/demo)
 _C.DEMO = CN()
+# --- front-end
+_C.DEMO.DETECTOR = "ssdlite"  # person detector: "ssdlite" (OpenCV DNN) or "hog" (OpenCV 4.x only)
+_C.DEMO.TILE_EVERY = 5  # run the 2x2-tiled detection (finds small people, ~5x cost) every N frames; 0 = never
+_C.DEMO.DETECT_THRESHOLD = 0.15  # lowest detection score kept; scores below NEW_TRACK_THRESHOLD only extend tracks
+_C.DEMO.NEW_TRACK_THRESHOLD = 0.5  # lowest detection score that starts a new track
+_C.DEMO.MAX_LOST_SECONDS = 1.5  # a track unseen this long ends; shorter occlusions keep the id
+_C.DEMO.MIN_TRACK_LEN = None  # drop tracks shorter than this many frames; None = half a second of video
+_C.DEMO.NUM_THREADS = 0  # OpenCV/TFLite threads for the front-end; 0 = library defaults
 # --- back-end
 _C.DEMO.ESTIMATOR = "fit"  # "fit" (Temporal SMPLify on keypoints) or "pbn" (network; needs DEMO.CHECKPOINT)
 _C.DEMO.CHECKPOINT = ""  # pbn checkpoint for the "pbn" estimator; "" = none

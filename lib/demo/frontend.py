@@ -1,0 +1,215 @@
+"""The demo's front half: video -> person boxes -> tracks -> 2D keypoints.
+
+One streaming pass over the frames (no frame is kept): detect people, update
+the tracker, and run the keypoint model on every live track's box. Small
+people are found by tiling the frame every ``tile_every`` frames only; in
+between, low-score full-frame detections and the Kalman predictions keep
+their tracks alive (see :mod:`lib.demo.tracking`). After the pass each track
+is trimmed to its detected span, checked for a minimum length, its boxes are
+gap-filled and smoothed, and its keypoints one-euro filtered.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackData:
+    """One person's track, frames consecutive.
+
+    Attributes:
+        frame_ids: (N,) int video frame indices.
+        bboxes: (N, 4) float32 cx, cy, w, h px (gap-filled, smoothed).
+        keypoints_2d: (N, 49, 3) float32 px + confidence, spin49 order (smoothed).
+        world_landmarks: (N, 33, 3) float32 BlazePose world landmarks, metres (smoothed).
+        landmarks_33: (N, 33, 3) float32 BlazePose landmarks px + visibility (raw).
+        detected: (N,) bool, whether the detector saw the person on that frame.
+    """
+
+    frame_ids: np.ndarray
+    bboxes: np.ndarray
+    keypoints_2d: np.ndarray
+    world_landmarks: np.ndarray
+    landmarks_33: np.ndarray
+    detected: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.frame_ids))
+
+
+@dataclass
+class FrontendResult:
+    """Everything the back half needs from the video.
+
+    Attributes:
+        tracks: track id (1, 2, ... in order of appearance) -> :class:`TrackData`.
+        detections: (M, 6) float32 frame, x1, y1, x2, y2, score: raw per-frame detections.
+        timings: stage -> total seconds (decode, detect, track, keypoints, post).
+        fps, width, height: of the video.
+        num_frames: frames processed.
+    """
+
+    tracks: Dict[int, TrackData]
+    detections: np.ndarray
+    timings: Dict[str, float]
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    start_frame: int = 0
+    stats: Dict[str, float] = field(default_factory=dict)
+
+
+def frontend_kwargs(cfg) -> dict:
+    """Keyword arguments of :func:`run_frontend` from the ``DEMO`` config section."""
+    d = cfg.DEMO
+    return dict(detector=d.get("DETECTOR", "ssdlite"), tile_every=int(d.get("TILE_EVERY", 5)),
+                detect_threshold=float(d.get("DETECT_THRESHOLD", 0.15)),
+                new_track_threshold=float(d.get("NEW_TRACK_THRESHOLD", 0.5)),
+                max_lost_seconds=float(d.get("MAX_LOST_SECONDS", 1.5)),
+                min_track_len=d.get("MIN_TRACK_LEN", None),
+                num_threads=int(d.get("NUM_THREADS", 0)) or None)
+
+
+def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/assets", start_frame: int = 0,
+                 max_frames: Optional[int] = None, min_track_len: Optional[int] = None, progress: bool = True,
+                 keypoint_model: str = "blazepose", tile_every: int = 5, detect_threshold: float = 0.15,
+                 new_track_threshold: float = 0.5, max_lost_seconds: float = 1.5,
+                 num_threads: Optional[int] = None, smooth: bool = True,
+                 detector_kwargs: Optional[dict] = None, keypoint_kwargs: Optional[dict] = None
+                 ) -> FrontendResult:
+    """Detect, track and find keypoints of the people in a video.
+
+    Args:
+        reader: a :class:`lib.demo.video.VideoReader`.
+        detector: detector registry name (``ssdlite``, ``hog``).
+        asset_root: folder with ``detector/`` and ``keypoints/`` assets.
+        start_frame, max_frames: the frame range to process.
+        min_track_len: tracks spanning fewer frames are dropped; None = half a
+            second of video (at least 3 frames).
+        progress: show a tqdm bar.
+        keypoint_model: keypoint model registry name.
+        tile_every: run the tiled (small-people) detection every this many
+            frames; 0 = never, 1 = always.
+        detect_threshold: lowest detection score kept (low scores only extend tracks).
+        new_track_threshold: lowest score that starts a track.
+        max_lost_seconds: a track missing this long is ended (occlusions shorter keep their id).
+        num_threads: OpenCV / TFLite threads (None = library defaults for OpenCV, 1 for TFLite).
+        smooth: smooth boxes and keypoints.
+
+    Returns:
+        :class:`FrontendResult`; no person in the video gives empty ``tracks``.
+    """
+    import cv2
+
+    from lib.demo.detection import build_detector
+    from lib.demo.filters import smooth_keypoints
+    from lib.demo.keypoints import build_keypoint_model
+    from lib.demo.tracking import Tracker, finalize_boxes
+
+    if num_threads:
+        cv2.setNumThreads(int(num_threads))
+    fps = float(reader.fps) if reader.fps and reader.fps > 0 else 30.0
+    det_kw = dict(detector_kwargs or {})
+    if detector == "ssdlite":
+        det_kw.setdefault("score_threshold", detect_threshold)
+    det = build_detector(detector, asset_root=asset_root, **det_kw)
+    kp_kw = dict(keypoint_kwargs or {})
+    kp_kw.setdefault("num_threads", int(num_threads) if num_threads else 1)
+    kpm = build_keypoint_model(keypoint_model, asset_root=asset_root, **kp_kw)
+    tile_every = max(int(tile_every), 0)
+    tracker = Tracker(low_thresh=detect_threshold, new_track_thresh=new_track_threshold,
+                      high_thresh=max(new_track_threshold, detect_threshold),
+                      max_age=max(int(round(max_lost_seconds * fps)), 1),
+                      tentative_max_age=max(tile_every, 1))
+    if min_track_len is None:
+        min_track_len = max(3, int(round(0.5 * fps)))
+
+    timings = {"decode": 0.0, "detect": 0.0, "track": 0.0, "keypoints": 0.0, "post": 0.0}
+    det_rows: List[np.ndarray] = []
+    # internal track id -> frame -> (kp49, lm33, world33)
+    kp_store: Dict[int, Dict[int, tuple]] = {}
+    n_avail = max(reader.num_frames - start_frame, 0)
+    total = min(n_avail, max_frames) if max_frames else n_avail
+    n_done = 0
+    n_tiled = 0
+    person_crops = 0
+    frames_iter = reader.iter_frames(start=start_frame, max_frames=max_frames)
+    bar = tqdm(total=total, desc="detect+track+keypoints", unit="frame", disable=not progress)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                idx, frame = next(frames_iter)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            tiled = tile_every > 0 and (n_done % tile_every == 0)
+            dets = det.detect(frame, tiled=tiled)
+            n_tiled += int(tiled)
+            t2 = time.perf_counter()
+            if len(dets):
+                det_rows.append(np.concatenate([np.full((len(dets), 1), idx, np.float32), dets], axis=1))
+            states = tracker.update(dets, idx)
+            t3 = time.perf_counter()
+            if states:
+                boxes = np.stack([s.box for s in states]).astype(np.float32)
+                out = kpm.predict(frame, boxes)
+                for k, s in enumerate(states):
+                    kp_store.setdefault(s.track_id, {})[idx] = (
+                        out["keypoints"][k], out["landmarks"][k], out["world"][k])
+                person_crops += len(states)
+            t4 = time.perf_counter()
+            timings["decode"] += t1 - t0
+            timings["detect"] += t2 - t1
+            timings["track"] += t3 - t2
+            timings["keypoints"] += t4 - t3
+            n_done += 1
+            bar.update(1)
+            if progress and n_done % 10 == 0:
+                bar.set_postfix(people=len(states), ms=f"{1000 * (t4 - t0):.0f}")
+    finally:
+        bar.close()
+
+    t0 = time.perf_counter()
+    sigma = 0.5 * fps / 10.0 if smooth else 0.0  # ~50 ms of Gaussian smoothing on the boxes
+    finished = sorted((t for t in tracker.all_tracks() if t.confirmed), key=lambda t: (min(t.raw), t.track_id))
+    tracks: Dict[int, TrackData] = {}
+    for t in finished:
+        fin = finalize_boxes(t, min_track_len, smooth_sigma=sigma)
+        if fin is None:
+            continue
+        frames, boxes, detected = fin
+        store = kp_store.get(t.track_id, {})
+        kp = np.zeros((len(frames), 49, 3), np.float32)
+        lm = np.zeros((len(frames), 33, 3), np.float32)
+        wl = np.zeros((len(frames), 33, 3), np.float32)
+        for i, f in enumerate(frames.tolist()):
+            if f in store:
+                kp[i], lm[i], wl[i] = store[f]
+        if smooth and len(frames) > 1:
+            kp = smooth_keypoints(kp, fps, scale=boxes[:, 3])
+            wl = smooth_keypoints(wl, fps, has_conf=False)
+        tid = len(tracks) + 1
+        tracks[tid] = TrackData(frame_ids=frames.astype(np.int64), bboxes=boxes, keypoints_2d=kp,
+                                world_landmarks=wl, landmarks_33=lm, detected=detected)
+    timings["post"] = time.perf_counter() - t0
+    detections = np.concatenate(det_rows) if det_rows else np.zeros((0, 6), np.float32)
+    stats = {"tiled_frames": n_tiled, "person_crops": person_crops,
+             "tracks_started": len(tracker.all_tracks()), "tracks_kept": len(tracks)}
+    if n_done == 0:
+        logger.warning("front-end: no frame decoded from %s (start %d)", getattr(reader, "path", "?"), start_frame)
+    logger.info("front-end: %d frames, %d detections, %d tracks (%d person crops)",
+                n_done, len(detections), len(tracks), person_crops)
+    return FrontendResult(tracks=tracks, detections=detections.astype(np.float32), timings=timings, fps=fps,
+                          width=int(reader.width), height=int(reader.height), num_frames=n_done,
+                          start_frame=int(start_frame), stats=stats)
