@@ -273,10 +273,10 @@ def body_joints(body_model, pose: np.ndarray, betas: np.ndarray, transl: np.ndar
     with torch.no_grad():
         for lo in range(0, t, batch):
             hi = min(lo + batch, t)
-            rot = axis_angle_to_matrix(torch.from_numpy(np.ascontiguousarray(pose[lo:hi])).float().reshape(-1, 24, 3))
+            rot = axis_angle_to_matrix(torch.from_numpy(np.array(pose[lo:hi], np.float32)).reshape(-1, 24, 3))
             out = body_model(global_orient=rot[:, :1], body_pose=rot[:, 1:],
                              betas=torch.from_numpy(np.array(betas[lo:hi])),
-                             transl=torch.from_numpy(np.ascontiguousarray(transl[lo:hi])).float(),
+                             transl=torch.from_numpy(np.array(transl[lo:hi], np.float32)),
                              joints_only=not vertices)
             joints.append(out.joints.numpy())
             if vertices:
