@@ -274,3 +274,15 @@ def test_spin_checkpoint_errors(toy_body_model, tmp_path):
     (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read"):
         load_spin_checkpoint(tmp_path / "junk.pth.tar", model)
+
+
+def test_stb_temporal_width_option_keeps_the_contract():
+    from lib.models.stb import SpatioTemporalTransformer
+
+    wide = SpatioTemporalTransformer(embed_dim=8, spatial_depth=1, temporal_depth=1, num_heads=2)
+    narrow = SpatioTemporalTransformer(embed_dim=8, spatial_depth=1, temporal_depth=1, num_heads=2, temporal_dim=32)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(narrow) < count(wide) / 4
+    out = narrow(keypoints(2, 5))
+    assert out.shape == (2, 5, 49, 3)
+    assert torch.allclose(0.5 * (out[..., LHIP, :] + out[..., RHIP, :]), torch.zeros(2, 5, 3), atol=1e-5)

@@ -82,7 +82,8 @@ _C.MODEL.REGRESSOR.DROPOUT = 0.5  # dropout after fc1 and fc2 (SPIN: 0.5)
 # --- ST branch: PoseFormer-style spatio-temporal transformer lifting 2D keypoints to 3D joints
 _C.MODEL.STB = CN()
 _C.MODEL.STB.ENABLED = True  # build the ST branch (off = VIBE-like single branch)
-_C.MODEL.STB.EMBED_DIM = 32  # embedding size per joint; the temporal transformer width is 49 x this
+_C.MODEL.STB.EMBED_DIM = 32  # embedding size per joint
+_C.MODEL.STB.TEMPORAL_DIM = 0  # temporal transformer width; 0 = 49 x EMBED_DIM (PoseFormer), else a linear projection to it
 _C.MODEL.STB.SPATIAL_DEPTH = 4  # spatial transformer blocks (over the 49 joints of a frame)
 _C.MODEL.STB.TEMPORAL_DEPTH = 4  # temporal transformer blocks (over the T frames)
 _C.MODEL.STB.NUM_HEADS = 8  # attention heads in both transformers

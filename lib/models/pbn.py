@@ -124,6 +124,7 @@ class ParallelBranchNet(nn.Module):
         stb_mlp_ratio: float = 2.0,
         stb_dropout: float = 0.0,
         stb_drop_path: float = 0.1,
+        stb_temporal_dim: int = 0,
         fusion: str = "none",
         use_backbone: bool = False,
         max_seq_len: int = 16,
@@ -145,7 +146,7 @@ class ParallelBranchNet(nn.Module):
                                       regressor_dropout)
         self.stb = SpatioTemporalTransformer(
             NUM_JOINTS, stb_embed_dim, stb_spatial_depth, stb_temporal_depth, stb_heads, stb_mlp_ratio,
-            stb_dropout, stb_drop_path, max_seq_len) if use_stb else None
+            stb_dropout, stb_drop_path, max_seq_len, stb_temporal_dim) if use_stb else None
         self.fusion = build_fusion(fusion, NUM_JOINTS)
 
     def _apply(self, fn, *args, **kwargs):
@@ -182,6 +183,7 @@ class ParallelBranchNet(nn.Module):
             stb_mlp_ratio=m.STB.MLP_RATIO,
             stb_dropout=m.STB.DROPOUT,
             stb_drop_path=m.STB.DROP_PATH,
+            stb_temporal_dim=m.STB.TEMPORAL_DIM,
             fusion=m.FUSION,
             use_backbone=m.USE_BACKBONE,
             max_seq_len=m.MAX_SEQ_LEN,

@@ -64,7 +64,11 @@ class Block(nn.Module):
 class SpatioTemporalTransformer(nn.Module):
     """Args:
         num_joints: joints per frame (49, SPIN_49 order).
-        embed_dim: embedding per joint (32); the temporal width is num_joints * embed_dim.
+        embed_dim: embedding per joint (32).
+        temporal_dim: width of the temporal transformer; 0 = num_joints * embed_dim
+            (PoseFormer: the concatenated joint embeddings, 1568 for 49 joints), other
+            values put a linear projection in between (cheaper: the temporal blocks
+            hold ~8 x width^2 parameters each).
         spatial_depth, temporal_depth: blocks of each transformer (4, 4).
         num_heads: attention heads (8).
         mlp_ratio: feed-forward width factor (2).
@@ -78,11 +82,11 @@ class SpatioTemporalTransformer(nn.Module):
 
     def __init__(self, num_joints: int = 49, embed_dim: int = 32, spatial_depth: int = 4, temporal_depth: int = 4,
                  num_heads: int = 8, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.1,
-                 max_seq_len: int = 16):
+                 max_seq_len: int = 16, temporal_dim: int = 0):
         super().__init__()
         self.num_joints = num_joints
         self.max_seq_len = max_seq_len
-        width = num_joints * embed_dim
+        width = temporal_dim or num_joints * embed_dim
         rates = torch.linspace(0, drop_path, spatial_depth + temporal_depth).tolist()
 
         self.joint_embed = nn.Linear(3, embed_dim)
@@ -90,6 +94,8 @@ class SpatioTemporalTransformer(nn.Module):
         self.spatial_blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, dropout, rates[i]) for i in range(spatial_depth))
         self.spatial_norm = nn.LayerNorm(embed_dim)
+        concat = num_joints * embed_dim
+        self.to_temporal = nn.Linear(concat, width) if width != concat else nn.Identity()
 
         self.temporal_pos = nn.Parameter(torch.zeros(1, max_seq_len, width))
         self.temporal_blocks = nn.ModuleList(
@@ -110,7 +116,7 @@ class SpatioTemporalTransformer(nn.Module):
         x = self.pos_drop(x)
         for blk in self.spatial_blocks:
             x = blk(x)
-        x = self.spatial_norm(x).reshape(b, t, -1)  # (B, T, J*C)
+        x = self.to_temporal(self.spatial_norm(x).reshape(b, t, -1))  # (B, T, J*C) -> (B, T, width)
         x = self.pos_drop(x + self.temporal_pos[:, :t])
         for blk in self.temporal_blocks:
             x = blk(x)
