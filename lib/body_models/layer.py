@@ -231,13 +231,17 @@ class BodyModelLayer(nn.Module):
         Returns (B, 24, 3, 4) skinning transforms (rest -> posed, [R | t]) and the
         (B, 24, 3) posed joint positions.
         """
-        glob_rot = [rot[:, 0]]
+        # Unbind once: per-joint slicing inside the loop would make autograd
+        # zero-fill a full-size gradient for every slice.
+        rots = rot.unbind(1)
+        parents = torch.as_tensor([max(p, 0) for p in self.parents], device=joints.device)
+        offsets = (joints - joints[:, parents]).unsqueeze(-1).unbind(1)  # 24 x (B, 3, 1)
+        glob_rot = [rots[0]]
         glob_pos = [joints[:, 0]]
         for j in range(1, NUM_JOINTS):
             p = self.parents[j]
-            glob_rot.append(glob_rot[p] @ rot[:, j])
-            offset = (joints[:, j] - joints[:, p])[..., None]  # (B, 3, 1)
-            glob_pos.append(glob_pos[p] + (glob_rot[p] @ offset)[..., 0])
+            glob_rot.append(glob_rot[p] @ rots[j])
+            glob_pos.append(glob_pos[p] + (glob_rot[p] @ offsets[j])[..., 0])
         g_rot = torch.stack(glob_rot, dim=1)  # (B, 24, 3, 3)
         g_pos = torch.stack(glob_pos, dim=1)  # (B, 24, 3)
         # Skinning maps rest positions x to g_rot (x - J_rest) + g_pos.
