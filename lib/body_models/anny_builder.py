@@ -47,7 +47,7 @@ from lib.body_models.pickle_io import atomic_write_bytes, dump_portable_pickle
 logger = logging.getLogger(__name__)
 
 # Bump when the output of the builder changes for the same arguments.
-BUILDER_VERSION = "1.0"
+BUILDER_VERSION = "1.1"
 ANNY_VERSION_TESTED = "0.6.2"
 
 SMPL_JOINT_NAMES: List[str] = [
@@ -651,10 +651,11 @@ class OpenBodyModelBuilder:
         thorax = 0.5 * (lsho + rsho)
         neck_lsp = 0.5 * thorax + 0.5 * J["neck"]
         spine = 0.5 * (pelvis + thorax)
-        # H36M's "neck/nose" joint sits in the lower face: halfway between the nose tip and
-        # the SMPL head joint (skull base), i.e. inside the head behind the mouth. H36M's head
-        # joint: between the head centre (mid ears) and the top of the head.
-        jaw = 0.5 * nose + 0.5 * J["head"]
+        # H36M's "neck/nose" joint sits in the face behind the nose. The mesh has a mouth and
+        # throat cavity (outside the body), so stay above it: in the upper jaw, 0.4 nose tip +
+        # 0.4 SMPL head joint (skull base) + 0.2 top of the head. H36M's head joint: between
+        # the head centre (mid ears) and the top of the head.
+        jaw = 0.4 * nose + 0.4 * J["head"] + 0.2 * headtop
         head = 0.5 * headtop + 0.25 * (lear + rear)
         extra = np.stack([rhip, lhip, neck_lsp, headtop, pelvis, thorax, spine, jaw, head])
         h36m = np.stack([pelvis, lhip, lkne, lank, rhip, rkne, rank, spine, thorax, jaw, headtop,
