@@ -166,3 +166,17 @@ def test_motion_windows(tmp_path):
     ds = MotionWindowDataset(out, seq_len=16, stride=4)
     assert len(ds) == 3  # 0, 4, 8 in video a; b is too short
     assert ds[2]["pose"].shape == (16, 72) and ds[2]["pose"][0, 0] == 8 * 72
+
+
+def test_mapped_pages_are_released(tmp_path):
+    from lib.dataset.schema import _file_rss_bytes
+    n = 8192  # 32 MB of float16 features
+    f = {"vid_name": ["v_0"] * n, "frame_id": np.arange(n), "features": np.ones((n, 2048), np.float16)}
+    out = write_dataset(tmp_path / "big", f, {"source": "t", "fps": 30})
+    data = load_dataset(out)
+    before = _file_rss_bytes()
+    assert float(np.asarray(data["features"][:, ::512], np.float32).sum()) == n * 4  # touch every page
+    grown = _file_rss_bytes() - before
+    assert grown > 16 * 2 ** 20
+    assert not data.maybe_release(budget_mb=64) and data.maybe_release(budget_mb=8)
+    assert _file_rss_bytes() - before < grown / 4

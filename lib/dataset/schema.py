@@ -237,6 +237,17 @@ class DatasetArrays:
     def num_videos(self) -> int:
         return max(len(self.starts) - 1, 0)
 
+    def maybe_release(self, budget_mb: float) -> bool:
+        """Release the mapped pages if this process's file-backed resident memory grew
+        by more than ``budget_mb`` since the last release (read from /proc/self/statm,
+        so kernel read-ahead is counted too). Returns True if it released."""
+        # Measured against the level right after the last release, so shared libraries
+        # (also file-backed) do not count against the budget.
+        if _file_rss_bytes() - self._rss_floor > budget_mb * 2 ** 20:
+            self.release_memory()
+            return True
+        return False
+
     def release_memory(self) -> None:
         """Drop touched pages of every mapped array from this process's RSS."""
         for arr in self.arrays.values():
@@ -248,6 +259,19 @@ class DatasetArrays:
                     mm.madvise(mmap.MADV_DONTNEED)
                 except (OSError, ValueError):  # pragma: no cover - platform without madvise
                     pass
+        self._rss_floor = _file_rss_bytes()
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _file_rss_bytes() -> int:
+    """Resident file-backed (+ shared) memory of this process, bytes; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[2]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def load_dataset(folder: str | os.PathLike, fields: Optional[Iterable[str]] = None) -> DatasetArrays:
