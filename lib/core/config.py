@@ -56,7 +56,6 @@ _C.DATASET.MOTION_STRIDE = 4  # frames between motion-discriminator windows of t
 _C.DATASET.REQUIRE_FEATURES = True  # refuse datasets without features.npy (off: zero features, e.g. keypoint-only runs)
 _C.DATASET.KP_NOISE = 0.0  # train-time 2D keypoint jitter, std in crop units ([-1, 1] crop; 0 = off)
 _C.DATASET.KP_DROPOUT = 0.0  # train-time probability of dropping a visible 2D keypoint (0 = off)
-_C.DATASET.MMAP_RELEASE_MB = 256.0  # drop touched memory-mapped pages from RSS after reading this many MB
 _C.DATASET.MMAP_RELEASE_MB = 256.0  # drop mapped dataset pages from RSS when they exceed this many MB (per process)
 
 # ---------------------------------------------------------------- model (lib/models)
