@@ -56,6 +56,8 @@ class FrontendResult:
         timings: stage -> total seconds (decode, detect, track, keypoints, post).
         fps, width, height: of the video.
         num_frames: frames processed.
+        stats: counts (tiled frames, person crops, tracks) and ``cpu_<stage>``
+            seconds (CPU time of the stage's thread; see run_frontend).
     """
 
     tracks: Dict[int, TrackData]
@@ -80,11 +82,74 @@ def frontend_kwargs(cfg) -> dict:
                 num_threads=int(d.get("NUM_THREADS", 0)) or None)
 
 
+_END = object()
+
+
+def _detect_stream(frames_iter, det, tile_every: int, pipelined: bool):
+    """Yield ``(idx, frame, dets, tiled, (decode_s, detect_s), (decode_cpu_s, detect_cpu_s))`` per frame.
+
+    ``pipelined`` decodes and detects in a worker thread, up to a few frames
+    ahead of the consumer (tracking + keypoints): OpenCV DNN and TFLite release
+    the GIL, so on 2 cores the two halves run side by side.
+    """
+    def produce():
+        n = 0
+        while True:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                idx, frame = next(frames_iter)
+            except StopIteration:
+                return
+            t1, c1 = time.perf_counter(), time.thread_time()
+            tiled = tile_every > 0 and (n % tile_every == 0)
+            dets = det.detect(frame, tiled=tiled)
+            n += 1
+            yield idx, frame, dets, tiled, (t1 - t0, time.perf_counter() - t1), (c1 - c0, time.thread_time() - c1)
+
+    if not pipelined:
+        yield from produce()
+        return
+    import queue
+    import threading
+
+    q: "queue.Queue" = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in produce():
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, re-raised there
+            q.put(err)
+
+    thread = threading.Thread(target=worker, name="pbn-detect", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/assets", start_frame: int = 0,
                  max_frames: Optional[int] = None, min_track_len: Optional[int] = None, progress: bool = True,
                  keypoint_model: str = "blazepose", tile_every: int = 5, detect_threshold: float = 0.15,
                  new_track_threshold: float = 0.5, max_lost_seconds: float = 1.5,
-                 num_threads: Optional[int] = None, smooth: bool = True,
+                 num_threads: Optional[int] = None, smooth: bool = True, pipelined: Optional[bool] = None,
                  detector_kwargs: Optional[dict] = None, keypoint_kwargs: Optional[dict] = None
                  ) -> FrontendResult:
     """Detect, track and find keypoints of the people in a video.
@@ -103,8 +168,11 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
         detect_threshold: lowest detection score kept (low scores only extend tracks).
         new_track_threshold: lowest score that starts a track.
         max_lost_seconds: a track missing this long is ended (occlusions shorter keep their id).
-        num_threads: OpenCV / TFLite threads (None = library defaults for OpenCV, 1 for TFLite).
+        num_threads: OpenCV / TFLite threads each (None = 1 each when pipelined, else
+            OpenCV's default and 1 for TFLite).
         smooth: smooth boxes and keypoints.
+        pipelined: decode + detect in a worker thread alongside tracking + keypoints
+            (None = when the machine has 2 or more cores). Stage timings then overlap.
 
     Returns:
         :class:`FrontendResult`; no person in the video gives empty ``tracks``.
@@ -116,8 +184,14 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
     from lib.demo.keypoints import build_keypoint_model
     from lib.demo.tracking import Tracker, finalize_boxes
 
+    import os
+
+    if pipelined is None:
+        pipelined = (os.cpu_count() or 1) >= 2
     if num_threads:
         cv2.setNumThreads(int(num_threads))
+    elif pipelined:
+        cv2.setNumThreads(1)  # the other core runs the keypoint model
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 30.0
     det_kw = dict(detector_kwargs or {})
     if detector == "ssdlite":
@@ -127,57 +201,72 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
     kp_kw.setdefault("num_threads", int(num_threads) if num_threads else 1)
     kpm = build_keypoint_model(keypoint_model, asset_root=asset_root, **kp_kw)
     tile_every = max(int(tile_every), 0)
+    if min_track_len is None:
+        min_track_len = max(3, int(round(0.5 * fps)))
+    min_track_len = max(int(min_track_len), 1)
     tracker = Tracker(low_thresh=detect_threshold, new_track_thresh=new_track_threshold,
                       high_thresh=max(new_track_threshold, detect_threshold),
                       max_age=max(int(round(max_lost_seconds * fps)), 1),
-                      tentative_max_age=max(tile_every, 1))
-    if min_track_len is None:
-        min_track_len = max(3, int(round(0.5 * fps)))
+                      tentative_max_age=max(tile_every, 1),
+                      n_init=min(3, min_track_len))  # a 1-frame clip can still confirm a track
 
     timings = {"decode": 0.0, "detect": 0.0, "track": 0.0, "keypoints": 0.0, "post": 0.0}
+    # CPU seconds of the calling threads per stage: with 1 library thread per stage this is what
+    # the stage costs on an idle core, whatever else shares the machine.
+    cpu_timings = {"decode": 0.0, "detect": 0.0, "track": 0.0, "keypoints": 0.0}
     det_rows: List[np.ndarray] = []
     # internal track id -> frame -> (kp49, lm33, world33)
     kp_store: Dict[int, Dict[int, tuple]] = {}
+    # Crops of frames that may not end up in a kept track (tentative tracks, coasting
+    # frames): the model runs on them only once the track is confirmed and detected
+    # again, so false starts and coasting tails cost a warp, not a network pass.
+    pending: Dict[int, List[tuple]] = {}
     n_avail = max(reader.num_frames - start_frame, 0)
     total = min(n_avail, max_frames) if max_frames else n_avail
     n_done = 0
     n_tiled = 0
     person_crops = 0
     frames_iter = reader.iter_frames(start=start_frame, max_frames=max_frames)
+    stream = _detect_stream(frames_iter, det, tile_every, pipelined)
     bar = tqdm(total=total, desc="detect+track+keypoints", unit="frame", disable=not progress)
     try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                idx, frame = next(frames_iter)
-            except StopIteration:
-                break
-            t1 = time.perf_counter()
-            tiled = tile_every > 0 and (n_done % tile_every == 0)
-            dets = det.detect(frame, tiled=tiled)
+        for idx, frame, dets, tiled, (t_dec, t_det), (c_dec, c_det) in stream:
             n_tiled += int(tiled)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.thread_time()
             if len(dets):
                 det_rows.append(np.concatenate([np.full((len(dets), 1), idx, np.float32), dets], axis=1))
             states = tracker.update(dets, idx)
-            t3 = time.perf_counter()
+            live = {t.track_id for t in tracker.active}
+            for tid in [t for t in pending if t not in live]:
+                del pending[tid]  # the track ended: its uncertain frames are dropped
+            t3, c3 = time.perf_counter(), time.thread_time()
             if states:
-                boxes = np.stack([s.box for s in states]).astype(np.float32)
-                out = kpm.predict(frame, boxes)
+                crops, mats = kpm.make_crops(frame, np.stack([s.box for s in states]).astype(np.float32))
+                run: List[tuple] = []  # (track id, frame, crop, mat)
                 for k, s in enumerate(states):
-                    kp_store.setdefault(s.track_id, {})[idx] = (
-                        out["keypoints"][k], out["landmarks"][k], out["world"][k])
-                person_crops += len(states)
-            t4 = time.perf_counter()
-            timings["decode"] += t1 - t0
-            timings["detect"] += t2 - t1
+                    if s.confirmed and s.detected:
+                        run.extend((s.track_id, f, c, m) for f, c, m in pending.pop(s.track_id, []))
+                        run.append((s.track_id, idx, crops[k], mats[k]))
+                    else:
+                        pending.setdefault(s.track_id, []).append((idx, crops[k], mats[k]))
+                if run:
+                    out = kpm.predict_crops(np.stack([r[2] for r in run]), np.stack([r[3] for r in run]))
+                    for k, (tid, f, _, _) in enumerate(run):
+                        kp_store.setdefault(tid, {})[f] = (out["keypoints"][k], out["landmarks"][k], out["world"][k])
+                    person_crops += len(run)
+            t4, c4 = time.perf_counter(), time.thread_time()
+            for key, cpu in (("decode", c_dec), ("detect", c_det), ("track", c3 - c2), ("keypoints", c4 - c3)):
+                cpu_timings[key] += cpu
+            timings["decode"] += t_dec
+            timings["detect"] += t_det
             timings["track"] += t3 - t2
             timings["keypoints"] += t4 - t3
             n_done += 1
             bar.update(1)
             if progress and n_done % 10 == 0:
-                bar.set_postfix(people=len(states), ms=f"{1000 * (t4 - t0):.0f}")
+                bar.set_postfix(people=len(states))
     finally:
+        stream.close()
         bar.close()
 
     t0 = time.perf_counter()
@@ -204,7 +293,7 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
                                 world_landmarks=wl, landmarks_33=lm, detected=detected)
     timings["post"] = time.perf_counter() - t0
     detections = np.concatenate(det_rows) if det_rows else np.zeros((0, 6), np.float32)
-    stats = {"tiled_frames": n_tiled, "person_crops": person_crops,
+    stats = {**{f"cpu_{k}": v for k, v in cpu_timings.items()}, "tiled_frames": n_tiled, "person_crops": person_crops,
              "tracks_started": len(tracker.all_tracks()), "tracks_kept": len(tracks)}
     if n_done == 0:
         logger.warning("front-end: no frame decoded from %s (start %d)", getattr(reader, "path", "?"), start_frame)

@@ -128,6 +128,21 @@ class BlazePoseLandmarks:
             self._batch = batch
             self._crops = np.zeros((batch, self.size, self.size, 3), np.float32)
 
+    def make_crops(self, frame_rgb: np.ndarray, bboxes: np.ndarray):
+        """Square crops for K boxes: ((K, S, S, 3) uint8 RGB, (K, 2, 3) frame->crop affine maps)."""
+        import cv2
+
+        boxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
+        frame = np.asarray(frame_rgb)
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=-1)
+        mats = crop_transforms(boxes, self.size, self.margin)
+        crops = np.zeros((len(boxes), self.size, self.size, 3), np.uint8)
+        for i in range(len(boxes)):
+            cv2.warpAffine(frame, mats[i], (self.size, self.size), dst=crops[i], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+        return crops, mats
+
     def predict(self, frame_rgb: np.ndarray, bboxes: np.ndarray) -> Dict[str, np.ndarray]:
         """Keypoints for K boxes of one frame.
 
@@ -141,37 +156,31 @@ class BlazePoseLandmarks:
             ``world`` (K, 33, 3) metres (BlazePose world frame: hips origin, y down),
             ``presence`` (K,) pose presence score.
         """
-        import cv2
+        crops, mats = self.make_crops(frame_rgb, bboxes)
+        return self.predict_crops(crops, mats)
 
-        boxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
-        k = len(boxes)
+    def predict_crops(self, crops: np.ndarray, mats: np.ndarray) -> Dict[str, np.ndarray]:
+        """Like :meth:`predict` on crops made earlier by :meth:`make_crops` (possibly of several frames)."""
+        k = len(crops)
         lm = np.zeros((k, NUM_LANDMARKS, 3), np.float32)
         world = np.zeros((k, NUM_LANDMARKS, 3), np.float32)
         presence = np.zeros((k,), np.float32)
-        if k:
-            frame = np.asarray(frame_rgb)
-            if frame.ndim == 2:
-                frame = np.repeat(frame[..., None], 3, axis=-1)
-            mats = crop_transforms(boxes, self.size, self.margin)
-            for lo in range(0, k, self.max_batch):
-                hi = min(lo + self.max_batch, k)
-                self._resize(hi - lo)
-                for i in range(lo, hi):
-                    crop = cv2.warpAffine(frame, mats[i], (self.size, self.size), flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_CONSTANT)
-                    np.multiply(crop, 1.0 / 255.0, out=self._crops[i - lo], casting="unsafe")
-                self.interp.set_tensor(self._input_index, self._crops)
-                self.interp.invoke()
-                raw = self.interp.get_tensor(self._outputs["landmarks"]).reshape(hi - lo, -1, 5)[:, :NUM_LANDMARKS]
-                pres = self.interp.get_tensor(self._outputs["presence"]).reshape(-1)
-                wl = self.interp.get_tensor(self._outputs["world"]).reshape(hi - lo, -1, 3)[:, :NUM_LANDMARKS]
-                # crop px -> frame px: x = (u - t) / s
-                s = mats[lo:hi, 0, 0][:, None]
-                lm[lo:hi, :, 0] = (raw[..., 0] - mats[lo:hi, 0, 2][:, None]) / s
-                lm[lo:hi, :, 1] = (raw[..., 1] - mats[lo:hi, 1, 2][:, None]) / s
-                lm[lo:hi, :, 2] = _sigmoid(raw[..., 3])
-                world[lo:hi] = wl
-                presence[lo:hi] = pres
+        for lo in range(0, k, self.max_batch):
+            hi = min(lo + self.max_batch, k)
+            self._resize(hi - lo)
+            np.multiply(crops[lo:hi], np.float32(1.0 / 255.0), out=self._crops, casting="unsafe")
+            self.interp.set_tensor(self._input_index, self._crops)
+            self.interp.invoke()
+            raw = self.interp.get_tensor(self._outputs["landmarks"]).reshape(hi - lo, -1, 5)[:, :NUM_LANDMARKS]
+            pres = self.interp.get_tensor(self._outputs["presence"]).reshape(-1)
+            wl = self.interp.get_tensor(self._outputs["world"]).reshape(hi - lo, -1, 3)[:, :NUM_LANDMARKS]
+            # crop px -> frame px: x = (u - t) / s
+            s = mats[lo:hi, 0, 0][:, None]
+            lm[lo:hi, :, 0] = (raw[..., 0] - mats[lo:hi, 0, 2][:, None]) / s
+            lm[lo:hi, :, 1] = (raw[..., 1] - mats[lo:hi, 1, 2][:, None]) / s
+            lm[lo:hi, :, 2] = _sigmoid(raw[..., 3])
+            world[lo:hi] = wl
+            presence[lo:hi] = pres
         conf_scale = np.clip(presence / 0.5, 0.0, 1.0)[:, None]
         lm_conf = lm.copy()
         lm_conf[..., 2] *= conf_scale
