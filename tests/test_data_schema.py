@@ -180,3 +180,12 @@ def test_mapped_pages_are_released(tmp_path):
     assert grown > 16 * 2 ** 20
     assert not data.maybe_release(budget_mb=64) and data.maybe_release(budget_mb=8)
     assert _file_rss_bytes() - before < grown / 4
+
+
+def test_dataset_pickles_by_folder(tmp_path):
+    out = write_dataset(tmp_path / "d", _toy_fields(), {"source": "toy", "fps": 30})
+    ds = SequenceDataset(out, seq_len=8, stride=4)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 50_000  # the mapped arrays are not copied into the pickle
+    ds2 = pickle.loads(blob)
+    np.testing.assert_array_equal(ds2[3]["joints3d"], ds[3]["joints3d"])

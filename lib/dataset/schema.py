@@ -224,6 +224,14 @@ class DatasetArrays:
         self.starts = video_starts(self.arrays["vid_name"])
         self.release_memory()
 
+    def __getstate__(self):
+        # Pickled into DataLoader workers (spawn start method): send the folder, not
+        # the mapped arrays (pickling an np.memmap would copy the whole file).
+        return {"folder": str(self.folder), "fields": sorted(self.arrays)}
+
+    def __setstate__(self, state):
+        self.__init__(state["folder"], state["fields"])
+
     def __contains__(self, name: str) -> bool:
         return name in self.arrays
 

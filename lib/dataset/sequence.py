@@ -126,7 +126,9 @@ class SequenceDataset(Dataset):
         self.windows = window_starts(self.data.starts, self.seq_len, self.stride, cover_all)
         if len(self.windows) == 0:
             logger.warning("dataset %s: no video has %d frames; no windows", folder, self.seq_len)
+        self._seed = int(seed)
         self._rng = np.random.default_rng(seed)
+        self._rng_worker = -1
         self._release_mb = float(release_every_mb)
         self._reads = 0
 
@@ -149,6 +151,16 @@ class SequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def _worker_rng(self) -> np.random.Generator:
+        """The augmentation generator; each DataLoader worker gets its own stream
+        (forked workers would otherwise all copy the same state)."""
+        info = torch.utils.data.get_worker_info()
+        wid = -1 if info is None else info.id
+        if wid != self._rng_worker:
+            self._rng_worker = wid
+            self._rng = np.random.default_rng((self._seed, wid + 1, torch.initial_seed() % 2 ** 32))
+        return self._rng
+
     def _get(self, name: str, lo: int, hi: int, shape, dtype=np.float32) -> Optional[np.ndarray]:
         if name not in self.data:
             return None
@@ -170,7 +182,7 @@ class SequenceDataset(Dataset):
         else:
             kp2d = normalize_keypoints(kp, bbox)
             if self.kp_noise > 0 or self.kp_dropout > 0:
-                kp2d = augment_keypoints(kp2d, self._rng, self.kp_noise, self.kp_dropout)
+                kp2d = augment_keypoints(kp2d, self._worker_rng(), self.kp_noise, self.kp_dropout)
         j3d = self._get("joints3D", lo, hi, (NUM_JOINTS, 4))
         if j3d is None:
             j3d = np.zeros((t, NUM_JOINTS, 4), np.float32)
