@@ -436,6 +436,26 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, toy_body_model, toy_body_mo
 
 
 # ----------------------------------------------------------------- FBX (needs bpy in .venv-fbx)
+def _ufbx_skinned(ufbx, scene, anim, t: float) -> np.ndarray:
+    """(V, 3) world-space skinned vertices of the first mesh at time t.
+
+    ufbx's Python objects point into their scene: copy to numpy, then drop the
+    children before the evaluated scene they belong to.
+    """
+    ev = ufbx.evaluate_scene(scene, anim, t, evaluate_skinning=True)
+    meshes = ev.meshes
+    mesh = meshes[0]
+    is_local = mesh.skinned_is_local
+    pos = mesh.skinned_position
+    values = pos.values
+    out = np.array([[v.x, v.y, v.z] for v in values])
+    del values, pos, mesh, meshes
+    ev.free()
+    del ev
+    assert not is_local, "expected world-space skinned positions"
+    return out
+
+
 def test_fbx_read_back_with_ufbx(results, toy_body_model, tmp_path):
     from lib.export.fbx import fbx_available
 
@@ -460,15 +480,11 @@ def test_fbx_read_back_with_ufbx(results, toy_body_model, tmp_path):
         anim = stack.anim
         for k in (0, len(frame_ids) // 2, len(frame_ids) - 1):
             t = stack.time_begin + (frame_ids[k] - frame_ids[0]) / fps
-            ev = ufbx.evaluate_scene(scene, anim, t, evaluate_skinning=True)
-            meshes = ev.meshes
-            mesh = meshes[0]
-            assert not mesh.skinned_is_local
-            pos = mesh.skinned_position
-            values = pos.values
-            got = np.array([[v.x, v.y, v.z] for v in values])
+            got = _ufbx_skinned(ufbx, scene, anim, t)
             err = np.abs(got - verts[k]).max()
             assert err < TOL, f"track {tid} sample {k}: {err * 1000:.3f} mm"
+        del anim, stack, stacks, bones  # children before their scene (see _ufbx_skinned)
+        scene.free()
 
 
 # ----------------------------------------------------------------- the open body model
@@ -519,8 +535,8 @@ def test_preview_renders_bodies(exported, tmp_path):
     except Exception as err:  # no EGL/OpenGL on this machine
         pytest.skip(f"offscreen rendering unavailable: {err}")
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    assert img.shape == (120, 192, 3)
-    for panel in (img[:, :96], img[:, 96:]):
+    assert img.shape == (120, 194, 3)  # two panels and a 2-pixel separator
+    for panel in (img[:, :96], img[:, 98:]):
         tinted = np.abs(panel[..., 0] - panel[..., 2]) > 20  # body colours; background and floor are grey
         assert tinted.mean() > 0.005
 

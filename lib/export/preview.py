@@ -131,7 +131,7 @@ def render_glb_preview(glb: str | os.PathLike, png: str | os.PathLike, times: Op
     """Render the GLB's bodies at ``times`` (default: 4 evenly spread) side by side into ``png``.
 
     Each panel looks at the bodies from the front-right (``azimuth_deg``) and
-    slightly above, framed to fit; a grey floor sits under the lowest foot.
+    from above, framed to fit; a light floor under the lowest foot takes their shadows.
     """
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     import pyrender
@@ -157,24 +157,30 @@ def render_glb_preview(glb: str | os.PathLike, png: str | os.PathLike, times: Op
                 mesh = trimesh.Trimesh(verts, faces, process=False)
                 mat = pyrender.MetallicRoughnessMaterial(baseColorFactor=color, metallicFactor=0.0, roughnessFactor=0.7)
                 scene.add(pyrender.Mesh.from_trimesh(mesh, material=mat, smooth=True))
-            floor = trimesh.creation.box(extents=[4 * radius, 0.01, 4 * radius])
+            # A floor under the lowest foot, wide enough that its far edge stays out of view.
+            floor = trimesh.creation.box(extents=[32 * radius, 0.01, 32 * radius])
             floor.apply_translation([centre[0], lo[1] - 0.005, centre[2]])
             scene.add(pyrender.Mesh.from_trimesh(floor, material=pyrender.MetallicRoughnessMaterial(
-                baseColorFactor=(0.85, 0.85, 0.85, 1.0), metallicFactor=0.0, roughnessFactor=1.0)))
+                baseColorFactor=(0.93, 0.93, 0.93, 1.0), metallicFactor=0.0, roughnessFactor=1.0)))
             yfov = np.radians(35.0)
             dist = radius / np.sin(yfov / 2) * 1.05
-            az, el = np.radians(azimuth_deg), np.radians(12.0)
+            # Looking down a bit more than half the field of view hides the horizon.
+            az, el = np.radians(azimuth_deg), np.radians(24.0)
             eye = centre + dist * np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
             cam_pose = _look_at(eye, centre)
             scene.add(pyrender.PerspectiveCamera(yfov=yfov, aspectRatio=size[0] / size[1]), pose=cam_pose)
             scene.add(pyrender.DirectionalLight(intensity=3.0), pose=_look_at(centre + [1.0, 3.0, 2.0], centre))
-            color, _ = renderer.render(scene)
+            color, _ = renderer.render(scene, flags=pyrender.RenderFlags.SHADOWS_DIRECTIONAL)
             panels.append(color)
     finally:
         renderer.delete()
     if not panels:
         raise ValueError(f"{glb}: no visible body to render")
-    image = Image.fromarray(np.concatenate(panels, axis=1))
+    sep = np.full((size[1], 2, 3), 200, dtype=np.uint8)  # thin grey line between panels
+    strip = [panels[0]]
+    for p in panels[1:]:
+        strip += [sep, p]
+    image = Image.fromarray(np.concatenate(strip, axis=1))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     image.save(png, optimize=True)
