@@ -7,15 +7,15 @@ optimiser steps on the CPU:
 
 - the tree is walked level by level (all joints of one depth at once: 8 steps
   instead of 23), so the autograd graph has a few dozen nodes, not hundreds;
-- 3x3 products are broadcast multiply-adds instead of ``bmm`` on tiny matrices
-  (which is slow on CPU) and joints are never selected one at a time (each
-  selection costs a full-size zero gradient in the backward pass);
+- the skinning weights are one matrix product for the whole batch (not B small
+  ones), and joints are never selected one at a time (each selection costs a
+  full-size zero gradient in the backward pass);
 - only the 11 keypoint vertices are skinned (the extra regressors behind the
   ground-truth-style joints are not needed while fitting detections).
 
-Profiling the fitter showed these two costs (batched 3x3 ``bmm`` and per-joint
-select-backward fills) dominating the loss evaluation; this module is ~4x faster
-for the same result (tests/test_smplify.py checks they agree).
+Profiling the fitter showed per-joint Python steps, per-joint select-backward
+fills and batched small products dominating the loss evaluation; this module is
+several times faster for the same result (tests/test_smplify.py checks they agree).
 """
 from __future__ import annotations
 
@@ -28,14 +28,9 @@ from torch import nn
 NUM_OP = 25  # the op_* (OpenPose BODY_25) slots lead SPIN_49
 
 
-def _mm33(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 3) @ (..., 3, 3) as a broadcast multiply-add."""
-    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
-
-
 def _mv3(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 3) @ (..., 3) as a broadcast multiply-add."""
-    return (a * v[..., None, :]).sum(-1)
+    """(..., 3, 3) @ (..., 3) -> (..., 3)."""
+    return (a @ v[..., None])[..., 0]
 
 
 class FastJoints(nn.Module):
@@ -57,16 +52,15 @@ class FastJoints(nn.Module):
         for j in range(1, len(parents)):
             depth[j] = depth[parents[j]] + 1
         self.levels: List[torch.Tensor] = []
-        self.level_parent_pos: List[torch.Tensor] = []
-        position = {0: 0}  # joint -> index in the concatenation of levels (root = 0)
+        self.level_parent_pos: List[torch.Tensor] = []  # index of each joint's parent in the previous level
         order = [0]
+        prev = [0]
         for d in range(1, max(depth) + 1):
             js = [j for j in range(len(parents)) if depth[j] == d]
             self.levels.append(torch.as_tensor(js))
-            self.level_parent_pos.append(torch.as_tensor([position[parents[j]] for j in js]))
-            for j in js:
-                position[j] = len(order)
-                order.append(j)
+            self.level_parent_pos.append(torch.as_tensor([prev.index(parents[j]) for j in js]))
+            order += js
+            prev = js
         inv = np.argsort(np.asarray(order))  # concatenated level order -> joint order
         self.register_buffer("unorder", torch.as_tensor(inv))
         self.register_buffer("parents_t", torch.as_tensor([max(p, 0) for p in parents]))
@@ -86,21 +80,22 @@ class FastJoints(nn.Module):
         b = rot.shape[0]
         rest = self.j_template + torch.einsum("jcb,nb->njc", self.j_shapedirs, betas)  # (B, 24, 3)
         offsets = rest - rest[:, self.parents_t]  # bone vectors in the rest pose (root: 0)
-        g_rot = [rot[:, :1]]  # per level: (B, n_level, 3, 3) global rotations
-        g_pos = [rest[:, :1]]
-        all_rot, all_pos = g_rot[0], g_pos[0]
+        lvl_rot, lvl_pos = rot[:, :1], rest[:, :1]
+        rots, poss = [lvl_rot], [lvl_pos]
         for js, ppos in zip(self.levels, self.level_parent_pos):
-            p_rot = all_rot[:, ppos]  # (B, n, 3, 3)
-            p_pos = all_pos[:, ppos]
-            lvl_rot = _mm33(p_rot, rot[:, js])
-            lvl_pos = p_pos + _mv3(p_rot, offsets[:, js])
-            all_rot = torch.cat([all_rot, lvl_rot], dim=1)
-            all_pos = torch.cat([all_pos, lvl_pos], dim=1)
-        glob_rot = all_rot[:, self.unorder]  # (B, 24, 3, 3) in joint order
-        glob_pos = all_pos[:, self.unorder]  # (B, 24, 3)
+            # A joint's parent is always in the previous level.
+            p_rot = lvl_rot.index_select(1, ppos)  # (B, n, 3, 3)
+            lvl_pos = lvl_pos.index_select(1, ppos) + _mv3(p_rot, offsets[:, js])
+            lvl_rot = p_rot @ rot[:, js]
+            rots.append(lvl_rot)
+            poss.append(lvl_pos)
+        glob_rot = torch.cat(rots, dim=1)[:, self.unorder]  # (B, 24, 3, 3) in joint order
+        glob_pos = torch.cat(poss, dim=1)[:, self.unorder]  # (B, 24, 3)
         trans = glob_pos - _mv3(glob_rot, rest)  # skinning: x -> R (x - J_rest) + J_posed
         mats = torch.cat([glob_rot.reshape(b, -1, 9), trans], dim=-1)  # (B, 24, 12)
-        blended = torch.einsum("vj,bjk->bvk", self.kp_weights, mats)  # (B, 11, 12)
+        # One (11, 24) x (24, B * 12) product instead of B small ones.
+        blended = (self.kp_weights @ mats.transpose(0, 1).reshape(mats.shape[1], -1)).reshape(-1, b, 12)
+        blended = blended.transpose(0, 1)  # (B, 11, 12)
         kp_rest = self.kp_template + torch.einsum("vcb,nb->nvc", self.kp_shapedirs, betas)  # (B, 11, 3)
         kp_verts = _mv3(blended[..., :9].reshape(b, -1, 3, 3), kp_rest) + blended[..., 9:]
         joints = torch.cat([glob_pos, kp_verts], dim=1)[:, self.joint_map]
