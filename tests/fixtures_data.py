@@ -259,7 +259,7 @@ def write_vibe_db(root: Path, n: int = 20, seed: int = 0) -> Dict:
     vid = np.array(["courtyard_basketball_00_0"] * 12 + ["courtyard_basketball_00_1"] * (n - 12))
     j3 = rng.normal(0, 0.3, (n, 14, 3)).astype(np.float32)
     db = {"vid_name": vid, "frame_id": np.r_[0:12, 0:n - 12], "img_name": np.array([f"img{i}.jpg" for i in range(n)]),
-          "joints3D": j3, "joints2D": rng.uniform(0, 500, (n, 49, 3)).astype(np.float32),
+          "joints3D": j3, "joints2D": rng.uniform(0, 500, (n, 14, 3)).astype(np.float32),  # VIBE: common-14
           "shape": rng.normal(size=(n, 10)).astype(np.float32), "pose": rng.normal(size=(n, 72)).astype(np.float32),
           "bbox": rng.uniform(50, 300, (n, 4)).astype(np.float32),
           "features": rng.normal(size=(n, 2048)).astype(np.float32), "valid": np.ones(n)}

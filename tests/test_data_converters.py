@@ -286,6 +286,8 @@ def test_vibe_db(tmp_path):
     np.testing.assert_allclose(d["joints3D"][:, 25:39, :3], db["joints3D"], rtol=1e-6)
     assert (d["joints3D"][:, 25:39, 3] == 1).all() and (d["joints3D"][:, :25, 3] == 0).all()
     np.testing.assert_allclose(d["features"], db["features"], rtol=1e-6)
+    np.testing.assert_allclose(d["joints2D"][:, 25:39], db["joints2D"], rtol=1e-6)  # common-14 slots
+    assert (d["joints2D"][:, :25] == 0).all()
     np.testing.assert_array_equal(d["vid_name"], db["vid_name"])
     a, _ = _load(tmp_path / "out" / "amass" / "train")
     np.testing.assert_allclose(a["pose"], truth["theta"][:, 3:75])

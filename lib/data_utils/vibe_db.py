@@ -84,7 +84,7 @@ def convert_db(db: Dict[str, np.ndarray], where: str) -> Dict[str, np.ndarray]:
     if "bbox" in db:
         out["bbox"] = require_shape(db["bbox"], (n, 4), "bbox", where)
     if "joints2D" in db:
-        out["joints2D"] = require_shape(db["joints2D"], (n, 49, 3), "joints2D", where)
+        out["joints2D"] = joints2d_to_spin49(np.asarray(db["joints2D"], np.float32), n, where)
     if "joints3D" in db:
         j3 = np.asarray(db["joints3D"], np.float32)
         if j3.shape == (n, 14, 3):
@@ -101,6 +101,28 @@ def convert_db(db: Dict[str, np.ndarray], where: str) -> Dict[str, np.ndarray]:
     if "valid" in db:
         out["valid"] = require_shape(np.asarray(db["valid"]).reshape(-1), (n,), "valid", where)
     return out
+
+
+def joints2d_to_spin49(j2d: np.ndarray, n: int, where: str) -> np.ndarray:
+    """VIBE keeps some datasets' 2D joints in their own layout and converts them when
+    loading: 3DPW in common-14, PennAction in its 13 joints, InstaVariety in its 25
+    (LSP 14 + face 5 + feet 6; the same order as lib.data_utils.insta.INSTA_NAMES)."""
+    from lib.data_utils.common import names_to_spin49
+    from lib.data_utils.insta import INSTA_NAMES
+
+    if j2d.ndim != 3 or j2d.shape[0] != n or j2d.shape[2] != 3:
+        raise ConverterError(f"{where}: 'joints2D' has shape {j2d.shape}, expected (N, J, 3)")
+    j = j2d.shape[1]
+    if j == 49:
+        return j2d
+    if j == 14:
+        return convert_kps(j2d, "common14", "spin49")
+    if j == 13:
+        return convert_kps(j2d, "penn_action13", "spin49")
+    if j == 25:
+        return names_to_spin49(j2d, INSTA_NAMES)
+    raise ConverterError(f"{where}: 'joints2D' has {j} joints; expected 49 (spin), 14 (common), 13 (PennAction) "
+                         "or 25 (InstaVariety)")
 
 
 def _frame_ids(vid: np.ndarray) -> np.ndarray:
