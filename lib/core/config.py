@@ -146,20 +146,19 @@ _C.DEMO.RUN_SMPLIFY = False  # refine the network output with Temporal SMPLify (
 _C.DEMO.BATCH_SIZE = 64  # crops per network batch for the "pbn" estimator
 _C.DEMO.RENDER = True  # render the overlay video (demo.py --no_render turns it off)
 _C.DEMO.SIDE_VIEW = False  # add a side view (bodies turned 90 deg about the vertical) next to the overlay
-_C.DEMO.RENDER_WIDTH = 0  # overlay width in pixels (height follows the aspect ratio); 0 = video width
 _C.DEMO.EXPORT = []  # extra exports after the run: any of "glb", "fbx", "obj"
 
 # ---------------------------------------------------------------- Temporal SMPLify (lib/smplify)
 _C.SMPLIFY = CN()
 _C.SMPLIFY.OPTIMIZER = "lbfgs"  # "lbfgs" (few, costly steps; converges fastest here) or "adam"
-_C.SMPLIFY.NUM_ITERS = 30  # optimiser steps of the full (pose + shape + camera) stage per window
-_C.SMPLIFY.NUM_CAMERA_ITERS = 10  # steps of the first stage (camera translation + global orientation only)
+_C.SMPLIFY.NUM_ITERS = 20  # optimiser steps of the full (pose + shape + camera) stage per window
+_C.SMPLIFY.NUM_CAMERA_ITERS = 5  # steps of the first stage (camera translation + global orientation only)
 _C.SMPLIFY.LR = 1.0  # step size (LBFGS: initial step; Adam: use ~0.02)
 _C.SMPLIFY.WINDOW = 200  # frames per optimisation window (all tracks of a window in one batch)
 _C.SMPLIFY.SIGMA = 0.1  # Geman-McClure scale of the 2D residual, as a fraction of the box height
 _C.SMPLIFY.HIP_WEIGHT = 0.3  # 2D weight of detector hips (not SMPL hip joints), relative to other joints
 _C.SMPLIFY.W_KP2D = 1.0  # weight of the robust 2D reprojection term
-_C.SMPLIFY.W_BONE3D = 0.05  # weight of the 3D-landmark bone-direction cue (1 - cosine)
+_C.SMPLIFY.W_BONE3D = 0.5  # weight of the 3D-landmark bone-direction cue (1 - cosine)
 _C.SMPLIFY.W_POSE_PRIOR = 0.002  # weight of the pose prior (motion prior or GMM penalty)
 _C.SMPLIFY.W_JOINT_LIMIT = 0.1  # weight of the joint-angle limit penalty
 _C.SMPLIFY.W_SHAPE = 0.005  # weight of the shape prior (squared betas)

@@ -46,7 +46,6 @@ class DemoOptions:
     render: bool = True
     side_view: bool = False
     export: List[str] = field(default_factory=list)
-    min_track_len: Optional[int] = None
     progress: bool = True
 
 
@@ -124,7 +123,6 @@ def options_from_args(cfg, args) -> DemoOptions:
         render=cfg.DEMO.RENDER and not args.no_render,
         side_view=bool(args.side_view or cfg.DEMO.SIDE_VIEW),
         export=export,
-        min_track_len=cfg.DEMO.get("MIN_TRACK_LEN", None),
         progress=not getattr(args, "no_progress", False),
     )
 
@@ -177,16 +175,17 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
     stage["load"] = time.perf_counter() - t0
 
     # ---- front-end
-    from lib.demo.frontend import run_frontend
+    from lib.demo.frontend import frontend_kwargs, run_frontend
 
     n_avail = reader.num_frames - opts.start_frame
     n_frames = min(n_avail, opts.max_frames) if opts.max_frames else n_avail
-    kwargs = dict(detector=opts.detector, asset_root=cfg.PATHS.ASSET_ROOT, start_frame=opts.start_frame,
+    kwargs = frontend_kwargs(cfg)
+    kwargs.update(detector=opts.detector, asset_root=cfg.PATHS.ASSET_ROOT, start_frame=opts.start_frame,
                   max_frames=opts.max_frames, progress=opts.progress)
-    if opts.min_track_len is not None:
-        kwargs["min_track_len"] = max(1, min(int(opts.min_track_len), n_frames))
-    elif n_frames < 10:
-        kwargs["min_track_len"] = 1  # a very short clip: keep whatever is tracked
+    min_len = kwargs.get("min_track_len")
+    if min_len is None:
+        min_len = max(3, int(round(0.5 * (reader.fps or 30.0))))  # the front-end's own default
+    kwargs["min_track_len"] = max(1, min(int(min_len), n_frames))  # a clip shorter than that keeps its people
     t0 = time.perf_counter()
     front = run_frontend(reader, **kwargs)
     stage["frontend"] = time.perf_counter() - t0

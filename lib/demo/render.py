@@ -98,14 +98,11 @@ class OverlayRenderer:
                                         cy=self.height / 2.0, znear=0.05, zfar=200.0)
         gl_from_cv = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes -> OpenGL camera axes
         self.scene.add(cam, pose=gl_from_cv)
-        # A key light from the camera and a fill light from above-left.
-        self.scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=2.5), pose=gl_from_cv)
-        fill = np.eye(4)
-        fill[:3, :3] = _rot_x(np.deg2rad(-120.0)) @ _rot_y(np.deg2rad(-30.0))
-        self.scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=1.0), pose=fill)
-        self.material = pyrender.MetallicRoughnessMaterial(
-            baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.7)
-        self._node = None
+        # Lighting is done per vertex in _draw; the fill light comes from above and to the left.
+        fill = np.array([-0.4, -1.0, -0.3])  # camera axes: y down, so "above" is -y
+        self.fill_dir = fill / np.linalg.norm(fill)
+        self.material = pyrender.MetallicRoughnessMaterial(baseColorFactor=[1.0, 1.0, 1.0, 1.0])
+        self._slots: list = []  # (scene node, primitive) per body slot
 
     def close(self) -> None:
         if getattr(self, "renderer", None) is not None:
@@ -119,24 +116,56 @@ class OverlayRenderer:
         self.close()
 
     def _draw(self, verts: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Render (P, V, 3) camera-space meshes with (P, 3) colours -> RGB (H, W, 3) uint8, mask (H, W)."""
+        """Render (P, V, 3) camera-space meshes with (P, 3) colours -> RGB (H, W, 3) uint8, mask (H, W).
+
+        Shading is computed here per vertex (Lambert: a key light at the camera and a
+        fill light from above, plus ambient) and drawn unlit (``RenderFlags.FLAT``,
+        colours interpolated across triangles): on a software rasteriser pyrender's
+        per-pixel PBR shader costs more than everything else together.
+        """
         pr = self._pyrender
         p = verts.shape[0]
-        normals = self.normals(verts)
-        offsets = (np.arange(p, dtype=np.uint32) * self.num_vertices)[:, None, None]
-        prim = pr.Primitive(
-            positions=verts.reshape(-1, 3).astype(np.float32),
-            normals=normals.reshape(-1, 3).astype(np.float32),
-            color_0=np.repeat(colors[:, None, :], self.num_vertices, axis=1).reshape(-1, 3).astype(np.float32),
-            indices=(self.faces[None] + offsets).reshape(-1, 3),
-            material=self.material,
-            mode=pr.constants.GLTF.TRIANGLES,
-        )
-        if self._node is not None:
-            self.scene.remove_node(self._node)
-        self._node = self.scene.add(pr.Mesh([prim]))
-        color, depth = self.renderer.render(self.scene)
+        normals = self.normals(verts)  # (P, V, 3), camera axes
+        view = verts / np.maximum(np.linalg.norm(verts, axis=-1, keepdims=True), 1e-6)
+        key = np.abs((normals * view).sum(-1))  # headlight; abs: the mesh may be seen from inside
+        fill = np.clip(normals @ self.fill_dir, 0.0, None)
+        shade = (0.25 + 0.65 * key + 0.25 * fill)[..., None]  # (P, V, 1)
+        vcol = np.clip(colors[:, None, :] * shade, 0.0, 1.0).reshape(-1, 3)
+        rgba = np.concatenate([vcol, np.ones((vcol.shape[0], 1))], axis=1).reshape(p, -1, 4)
+        data = np.concatenate([verts, rgba], axis=-1).astype(np.float32)  # (P, V, 7): pyrender's vertex layout
+        for i in range(p):
+            self._set_slot(i, data[i])
+        for i, (node, _) in enumerate(self._slots):
+            node.mesh.is_visible = i < p
+        color, depth = self.renderer.render(self.scene, flags=pr.RenderFlags.FLAT)
         return color[..., :3], depth > 0
+
+    def _set_slot(self, i: int, data: np.ndarray) -> None:
+        """Put one body (V, 7 = xyz + rgba) into mesh slot ``i``.
+
+        Slots are created once and then updated in place (``glBufferSubData``), which
+        avoids building a new vertex array and buffers for every frame; unused slots
+        are hidden.
+        """
+        pr = self._pyrender
+        if i < len(self._slots):
+            from OpenGL import GL
+
+            _, prim = self._slots[i]
+            if prim._vaid is not None:  # uploaded by an earlier render: overwrite in place
+                self.renderer._platform.make_current()
+                GL.glBindBuffer(GL.GL_ARRAY_BUFFER, prim._buffers[0])
+                GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, np.ascontiguousarray(data))
+                GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+                return
+            self.scene.remove_node(self._slots[i][0])
+        prim = pr.Primitive(positions=data[:, :3], color_0=data[:, 3:], indices=self.faces,
+                            material=self.material, mode=pr.constants.GLTF.TRIANGLES)
+        node = self.scene.add(pr.Mesh([prim]))
+        if i < len(self._slots):
+            self._slots[i] = (node, prim)
+        else:
+            self._slots.append((node, prim))
 
     def render(self, frame: np.ndarray, verts: Optional[np.ndarray], track_ids: Sequence[int]) -> np.ndarray:
         """Overlay the bodies of one frame.
@@ -163,9 +192,6 @@ class OverlayRenderer:
                 turned = (verts - centre) @ _rot_y(np.pi / 2).T.astype(np.float32) + centre
                 color, mask = self._draw(turned, colors)
                 side[mask] = color[mask]
-        if self._node is not None:
-            self.scene.remove_node(self._node)
-            self._node = None
         return np.concatenate([out, side], axis=1) if side is not None else out
 
 

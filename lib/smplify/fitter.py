@@ -78,7 +78,7 @@ class FitWeights:
     """Loss weights (see the module docstring); defaults = lib/core/config.py SMPLIFY.*."""
 
     kp2d: float = 1.0
-    bone3d: float = 0.05
+    bone3d: float = 0.5
     pose_prior: float = 0.002
     joint_limit: float = 0.1
     shape: float = 0.005
@@ -250,8 +250,8 @@ class TemporalSMPLify:
         body_model,
         image_size: Tuple[int, int],
         focal_length: Optional[float] = None,
-        num_iters: int = 30,
-        num_camera_iters: int = 10,
+        num_iters: int = 20,
+        num_camera_iters: int = 5,
         optimizer: str = "lbfgs",
         lr: float = 1.0,
         window: int = 200,
