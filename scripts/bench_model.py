@@ -58,6 +58,28 @@ def _timed_turns(fns: dict, repeats: int) -> dict:
     return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
+def _gflop(model, features, joints2d) -> dict:
+    """Matrix-multiply/attention GFLOP of one forward pass, total and per stage: a
+    load-independent figure (elementwise work, e.g. skinning's multiply-adds, is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # The fused inference kernel of nn.TransformerEncoder is invisible to the counter.
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(features, joints2d)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    by_module = counter.get_flop_counts()
+    out = {"total": sum(counter.get_flop_counts().get("Global", {}).values()) / 1e9}
+    for part in ("encoder", "regressor", "stb"):
+        key = f"ParallelBranchNet.{part}"
+        if key in by_module:
+            out[part] = sum(by_module[key].values()) / 1e9
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def _stage_fns(model, features, joints2d):
     """Callables running each stage of the forward pass on its own."""
     from lib.geometry.rotations import rot6d_to_matrix
@@ -126,6 +148,7 @@ def main(argv=None) -> int:
         for name, model in models.items():
             best, med = full[name]
             best_nv, med_nv = nover[name]
+            results[name]["gflop"] = _gflop(model, features, joints2d)
             parts = _timed_turns(_stage_fns(model, features, joints2d), max(3, args.repeats // 2))
             results[name].update({
                 "forward_ms": round(best, 1), "forward_ms_median": round(med, 1),
@@ -151,14 +174,18 @@ def main(argv=None) -> int:
         print(f"[{name}] forward {r['forward_ms']} ms (median {r['forward_ms_median']}) = {r['frames_per_s']} frames/s;"
               f" no vertices {r['forward_ms_no_vertices']} ms = {r['frames_per_s_no_vertices']} frames/s")
         print(f"[{name}] best time per stage, measured separately (ms): {r['parts_ms']}")
+        print(f"[{name}] GFLOP per batch (matmul/attention): {r['gflop']}")
     ratio = results["pbn"]["frames_per_s"] / results["vibe"]["frames_per_s"]
     ratio_nv = results["pbn"]["frames_per_s_no_vertices"] / results["vibe"]["frames_per_s_no_vertices"]
-    print(f"\nPBN / VIBE throughput: {ratio:.2f}x with vertices, {ratio_nv:.2f}x without (aim >= 0.8x)")
+    flop_ratio = results["vibe"]["gflop"]["total"] / results["pbn"]["gflop"]["total"]
+    print(f"\nPBN / VIBE throughput: {ratio:.2f}x with vertices, {ratio_nv:.2f}x without (aim >= 0.8x); "
+          f"VIBE / PBN arithmetic: {flop_ratio:.2f}")
     result = {
         "body_model": bm_name, "num_vertices": body_model.num_vertices, "batch": b, "frames": t,
         "threads": torch.get_num_threads(), "malloc_tuned": bool(os.environ.get("MALLOC_MMAP_THRESHOLD_")),
         **results,
         "throughput_ratio": round(ratio, 3), "throughput_ratio_no_vertices": round(ratio_nv, 3),
+        "flop_ratio_vibe_over_pbn": round(flop_ratio, 3),
     }
     if "pbn_light" in results:
         result["throughput_ratio_light"] = round(results["pbn_light"]["frames_per_s"] / results["vibe"]["frames_per_s"], 3)
