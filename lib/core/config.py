@@ -123,11 +123,24 @@ _C.TRAIN.BATCH_SIZE = 32  # windows per batch
 _C.TRAIN.NUM_EPOCHS = 30  # epochs
 _C.TRAIN.NUM_ITERS_PER_EPOCH = 500  # generator steps per epoch
 _C.TRAIN.RESUME = ""  # checkpoint to resume from; "" = latest in the run folder if any
-_C.TRAIN.CHECKPOINT_EVERY = 1  # epochs between checkpoints
+_C.TRAIN.CHECKPOINT_EVERY = 1  # epochs between checkpoints (the best and the final epoch are always written)
+_C.TRAIN.OPTIM = "adam"  # generator optimiser: "adam" (VIBE/PBN) or "adamw" (decoupled weight decay)
+_C.TRAIN.LR = 5e-5  # generator learning rate (VIBE/PBN 3DPW recipe)
+_C.TRAIN.WD = 0.0  # generator weight decay (VIBE: 0; the discriminator's is MODEL.DISC.WD = 1e-4)
+_C.TRAIN.LR_SCHEDULE = "plateau"  # "plateau" (x LR_FACTOR after LR_PATIENCE epochs without a better BEST_METRIC, VIBE), "cosine" (to MIN_LR over NUM_EPOCHS) or "none"; applies to both optimisers
+_C.TRAIN.LR_PATIENCE = 5  # plateau: epochs without improvement before the learning rate drops
+_C.TRAIN.LR_FACTOR = 0.1  # plateau: learning-rate multiplier at each drop
+_C.TRAIN.MIN_LR = 0.0  # cosine: final learning rate; plateau: floor
+_C.TRAIN.GRAD_CLIP = 0.0  # clip the generator's gradient norm to this (L2 over all parameters); 0 = off (VIBE)
+_C.TRAIN.LOG_EVERY = 50  # generator steps between log lines and metrics.jsonl rows
+_C.TRAIN.EVAL_EVERY = 1  # epochs between evaluations on DATASET.EVAL_SET (keeps best.pt); 0 = never evaluate
+_C.TRAIN.BEST_METRIC = "smpl/pa_mpjpe"  # evaluation result (lower is better, mm) that selects best.pt and drives "plateau"
 
 # ---------------------------------------------------------------- evaluation (lib/core/evaluator.py)
 _C.EVAL = CN()
 _C.EVAL.BATCH_SIZE = 32  # windows per evaluation batch
+_C.EVAL.MAX_WINDOWS = 0  # evaluate only the first N windows (quick checks during training); 0 = all
+_C.EVAL.OUT_FILE = ""  # results JSON of eval.py; "" = OUTPUT_DIR/EXP_NAME/eval_<EVAL_SET>_<EVAL_SPLIT>.json
 
 # ---------------------------------------------------------------- demo (lib/demo)
 _C.DEMO = CN()
