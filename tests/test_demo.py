@@ -49,6 +49,22 @@ def _write_clip(path: Path, frames, fps: float = 25.0, color: bool = True) -> Pa
     return path
 
 
+def _write_gray_ffv1(path: Path, frames, fps: int = 25) -> Path:
+    """Write gray uint8 frames losslessly (FFV1, pix_fmt gray) in .mkv: any size, a truly gray stream."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "gray"
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="gray")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
 def _vtest_frames(n: int, start: int = 0):
     import cv2
 
@@ -187,7 +203,7 @@ def test_one_frame_grayscale_odd_size_unicode_path(tmp_path):
     import cv2
 
     frame = cv2.cvtColor(_vtest_frames(1, start=200)[0], cv2.COLOR_BGR2GRAY)[:575, :767]
-    clip = _write_clip(tmp_path / "vidéo été" / "one frame ü.avi", [frame], color=False)
+    clip = _write_gray_ffv1(tmp_path / "vidéo été" / "one frame ü.mkv", [np.ascontiguousarray(frame)])
     out = tmp_path / "sortie à plat"
     proc = run_demo("--vid_file", clip, "--output_folder", out)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -289,6 +289,18 @@ def _load_network(cfg, bm, checkpoint: str, device: str):
         raise UserError(f"{checkpoint}: no model state dict found")
     mcfg = cfg.clone()
     mcfg.defrost()
+    trained_cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if isinstance(trained_cfg, str):  # the trainer stores its resolved config: build that architecture
+        import yaml
+        from yacs.config import CfgNode
+
+        try:
+            trained = CfgNode(yaml.safe_load(trained_cfg) or {})
+            if "MODEL" in trained:
+                mcfg.MODEL.merge_from_other_cfg(trained.MODEL)
+        except (yaml.YAMLError, KeyError, ValueError, TypeError) as err:
+            logger.warning("%s: its stored config does not apply (%s); using the current MODEL config",
+                           checkpoint, err)
     mcfg.MODEL.USE_BACKBONE = True  # the demo feeds image crops
     net = ParallelBranchNet.from_config(mcfg, bm)
     missing, unexpected = net.load_state_dict(state, strict=False)
