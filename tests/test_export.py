@@ -12,7 +12,6 @@ compared with the body model itself.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -426,10 +425,9 @@ def test_bad_files_and_options(tmp_path, results, toy_body_model):
 
 def test_cli_reports_bad_input_on_one_line(tmp_path, toy_body_model, toy_body_model_dir):
     path = write_fake_results(tmp_path / "results.npz", toy_body_model, **{"5/betas": None})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), str(path), "--format", "glb",
+    res = subprocess.run([sys.executable, "-m", "scripts.export", str(path), "--format", "glb",
                           "--model_dir", str(toy_body_model_dir), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error:") and "'5/betas'" in res.stderr
     assert "Traceback" not in res.stderr
