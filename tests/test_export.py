@@ -508,6 +508,20 @@ def test_open_model_glb_valid_and_reskins(tmp_path):
         (rep,) = validate(written["glb"])
         assert rep["numErrors"] == 0, rep["messages"]
 
+    from lib.export.fbx import fbx_available
+
+    if fbx_available():  # the FBX path on the real mesh (7k vertices, up to 7 weights each)
+        ufbx = pytest.importorskip("ufbx")
+        (fbx,) = export_results(path, "fbx", tmp_path / "out", tracks=["0"], body_model=bm)["fbx"]
+        scene = ufbx.load_file(str(fbx), target_axes=ufbx.axes_right_handed_y_up, target_unit_meters=1.0)
+        stacks = scene.anim_stacks
+        stack = stacks[0]
+        anim = stack.anim
+        got = _ufbx_skinned(ufbx, scene, anim, stack.time_begin + 6 / FPS)
+        assert np.abs(got - verts[6]).max() < TOL
+        del anim, stack, stacks
+        scene.free()
+
 
 # ----------------------------------------------------------------- preview
 def test_glb_poser_matches_body_model(exported, results, toy_body_model):

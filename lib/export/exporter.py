@@ -84,6 +84,9 @@ def export_results(
         logger.warning("%s: no tracks to export", results.path)
         return written
     motions = [track_motion(bm, t, results.fps) for t in chosen]
+    if bm.has_pose_correctives and set(fmts) & {"glb", "fbx"}:
+        logger.warning("the '%s' body model has pose correctives; GLB/FBX carry linear blend skinning only, "
+                       "so their meshes differ slightly from the body model's (OBJ is exact)", bm.kind)
     extras = {"body_model": bm.kind, "source": results.path.name}
 
     if "glb" in fmts:
