@@ -17,8 +17,9 @@ Metrics (millimetres; lib.core.metrics does the arithmetic):
 ``pa_mpjpe``   the same after a per-frame similarity Procrustes alignment
 ``pve``        SMPL branch only: per-vertex error of the predicted mesh vs the
                mesh of the ground-truth SMPL parameters (same body model),
-               both centred on the pelvis of their own 14 common joints;
-               only frames with SMPL ground truth
+               each centred on the midpoint of the hips that the body
+               model's H36M regressor finds on it; only frames with SMPL
+               ground truth
 ``accel``      acceleration error (second differences of the pelvis-centred
                14 joints), per video, frames spanning an invalid frame skipped;
                the mean over all accelerations of all videos (mm/frame^2)
@@ -47,7 +48,7 @@ from lib.body_models.pickle_io import atomic_write_bytes
 from lib.core import metrics
 from lib.errors import UserError
 from lib.geometry.rotations import axis_angle_to_matrix
-from lib.joints.conventions import SPIN49_TO_J14, pelvis_from_hips
+from lib.joints.conventions import H36M_TO_J14, SPIN49_TO_J14, pelvis_from_hips
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> Dict[
     Returns the checkpoint dict. Raises :class:`UserError` naming missing /
     unexpected keys when the checkpoint does not fit the configured model.
     """
-    ckpt = read_checkpoint(path)
+    return apply_model_weights(model, read_checkpoint(path), path)
+
+
+def apply_model_weights(model: torch.nn.Module, ckpt: Dict[str, object], path: str | os.PathLike = "checkpoint"):
+    """:func:`load_model_weights` for an already read checkpoint dict."""
     state = ckpt.get("model", ckpt)
     try:
         model.load_state_dict(state, strict=True)
@@ -113,11 +118,16 @@ def _centred(j14: np.ndarray) -> np.ndarray:
     return metrics.centre_on_pelvis(j14, "common14")
 
 
-def _gt_mesh(body_model, pose: torch.Tensor, shape: torch.Tensor):
-    """(M, 72) axis-angle + (M, 10) -> vertices (M, V, 3), J14 (M, 14, 3) of the body model."""
+def _gt_vertices(body_model, pose: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """(M, 72) axis-angle + (M, 10) -> (M, V, 3) vertices of the body model."""
     rot = axis_angle_to_matrix(pose.reshape(-1, 24, 3))  # (M, 24, 3, 3)
-    out = body_model(global_orient=rot[:, :1], body_pose=rot[:, 1:], betas=shape)
-    return out.vertices, out.joints[:, SPIN49_TO_J14]
+    return body_model(global_orient=rot[:, :1], body_pose=rot[:, 1:], betas=shape).vertices
+
+
+def _mesh_centred(body_model, vertices: torch.Tensor) -> torch.Tensor:
+    """(M, V, 3) minus the midpoint of the hips the body model's H36M regressor finds on the mesh."""
+    j14 = body_model.h36m_joints(vertices)[:, H36M_TO_J14]  # (M, 14, 3)
+    return vertices - pelvis_from_hips(j14, "common14")[:, None]
 
 
 @torch.no_grad()
@@ -174,12 +184,10 @@ def collect_predictions(model: torch.nn.Module, dataset, body_model, batch_size:
         frame_pve = np.full((b, t), np.nan)
         if out.vertices is not None and smpl_ok.any():
             sel = torch.from_numpy(smpl_ok.reshape(-1))
-            gt_v, gt_j = _gt_mesh(body_model, batch["pose"].reshape(b * t, 72)[sel].to(device, torch.float32),
-                                  batch["shape"].reshape(b * t, 10)[sel].to(device, torch.float32))
-            pred_v = out.vertices.reshape(b * t, -1, 3)[sel.to(out.vertices.device)]
-            pred_j = out.joints3d_smpl.reshape(b * t, 49, 3)[sel.to(out.vertices.device)][:, SPIN49_TO_J14]
-            pred_v = pred_v - pelvis_from_hips(pred_j, "common14")[:, None]
-            gt_v = gt_v - pelvis_from_hips(gt_j, "common14")[:, None]
+            gt_v = _gt_vertices(body_model, batch["pose"].reshape(b * t, 72)[sel].to(device, torch.float32),
+                                batch["shape"].reshape(b * t, 10)[sel].to(device, torch.float32))
+            pred_v = out.vertices.reshape(b * t, -1, 3)[sel.to(out.vertices.device)].to(gt_v.dtype)
+            pred_v, gt_v = _mesh_centred(body_model, pred_v), _mesh_centred(body_model, gt_v)
             frame_pve.reshape(-1)[sel.numpy()] = metrics.pve(pred_v.float().cpu().numpy(),
                                                              gt_v.float().cpu().numpy())
         for i in range(b):
@@ -310,11 +318,12 @@ def evaluate_checkpoint(cfg, checkpoint: str | os.PathLike, progress: bool = Tru
     from lib.dataset import SequenceDataset
     from lib.models.pbn import ParallelBranchNet
 
+    ckpt = read_checkpoint(checkpoint)  # first: a bad path fails before anything is built
     device = resolve_device(cfg.DEVICE)
     body_model = load_body_model(cfg.BODY_MODEL.KIND, model_dir=cfg.BODY_MODEL.DIR or None,
                                  root=cfg.PATHS.BODY_MODEL_ROOT)
     model = ParallelBranchNet.from_config(cfg, body_model, load_pretrained=False)
-    ckpt = load_model_weights(model, checkpoint)
+    apply_model_weights(model, ckpt, checkpoint)
     model = model.to(device)
     dataset = SequenceDataset.from_config(cfg, cfg.DATASET.EVAL_SET, cfg.DATASET.EVAL_SPLIT, train=False)
     results = evaluate(model, dataset, model.body_model, batch_size=cfg.EVAL.BATCH_SIZE, device=device,

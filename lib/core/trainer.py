@@ -326,6 +326,7 @@ class Trainer:
         self.seed, self.num_workers = int(seed), int(num_workers)
         self.config_text, self.progress = config_text, progress
         self.step = 0  # generator steps done
+        self.epoch_end_step = 0  # step at which the epoch-end hooks last ran
         self.epoch = 0  # current epoch (0-based)
         self.last_terms: Dict[str, float] = {}
         self.last_eval: Optional[Dict] = None
@@ -427,6 +428,10 @@ class Trainer:
         """Train from ``self.step`` to ``num_epochs * iters_per_epoch``; returns a summary."""
         self._call("before_train")
         try:
+            if self.step % self.iters_per_epoch == 0 and self.epoch_end_step != self.step and self.step > 0:
+                # Interrupted right after an epoch's last step, before its evaluation/checkpoint.
+                self.epoch = self.step // self.iters_per_epoch - 1
+                self._end_epoch()
             while self.step < self.max_steps:
                 self.epoch = self.step // self.iters_per_epoch
                 skip = self.step % self.iters_per_epoch
@@ -444,7 +449,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{self.last_terms['loss']:.4g}")
                     self._call("after_step")
                 bar.close()
-                self._call("after_epoch")
+                self._end_epoch()
         except KeyboardInterrupt:
             if self.is_main and self.step > 0:
                 path = self.save_checkpoint(CHECKPOINT_LAST)
@@ -453,6 +458,10 @@ class Trainer:
         self._call("after_train")
         return {"step": self.step, "epoch": self.epoch + 1, "best_metric": self.best_metric,
                 "best_metric_name": self.best_metric_name, "last_eval": self.last_eval}
+
+    def _end_epoch(self) -> None:
+        self.epoch_end_step = self.step  # set first: the hooks write it into last.pt
+        self._call("after_epoch")
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, object]:
@@ -463,6 +472,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": int(self.step),
+            "epoch_end_step": int(self.epoch_end_step),
             "epoch": int(self.step // self.iters_per_epoch),  # completed epochs
             "iters_per_epoch": int(self.iters_per_epoch),
             "best_metric": float(self.best_metric),
@@ -505,6 +515,7 @@ class Trainer:
             if self.disc_scheduler is not None and ckpt.get("disc_scheduler") is not None:
                 self.disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
         self.step = int(ckpt["step"])
+        self.epoch_end_step = int(ckpt.get("epoch_end_step", self.step))
         self.epoch = self.step // self.iters_per_epoch
         self.best_metric = float(ckpt["best_metric"])
         set_rng_state(ckpt["rng"])
@@ -586,7 +597,10 @@ class _EvalCheckpointHook(HookBase):
         metric = math.nan
         if t.eval_fn is not None and t.eval_every > 0 and (epoch_done % t.eval_every == 0 or last):
             if t.is_main:
-                results = t.eval_fn(_unwrap(t.model))
+                # Evaluation must not move the training RNG (its data loader draws a seed).
+                devices = [t.device] if t.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    results = t.eval_fn(_unwrap(t.model))
                 t.last_eval = results
                 metric = float(results["metrics"].get(t.best_metric_name, math.nan))
                 if t.best_metric_name not in results["metrics"]:
