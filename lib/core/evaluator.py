@@ -262,7 +262,7 @@ def evaluate(model: torch.nn.Module, dataset, body_model, batch_size: int = 32,
     fp = collect_predictions(model, dataset, body_model, batch_size, device, max_windows, num_workers, progress)
     results = compute_metrics(fp)
     if results["num_frames_skipped"]:
-        logger.warning("%d of %d frames were not evaluated (videos shorter than the window)",
+        logger.warning("%d of %d frames were not evaluated (videos shorter than the window, or EVAL.MAX_WINDOWS)",
                        results["num_frames_skipped"], results["num_frames"])
     return results
 
