@@ -292,3 +292,17 @@ def test_vibe_db(tmp_path):
     a, _ = _load(tmp_path / "out" / "amass" / "train")
     np.testing.assert_allclose(a["pose"], truth["theta"][:, 3:75])
     np.testing.assert_allclose(a["shape"], truth["theta"][:, 75:])
+
+
+def test_prepare_data_cli(tmp_path):
+    import subprocess
+    import sys
+    fx.write_penn(tmp_path / "raw")
+    ok = subprocess.run([sys.executable, "scripts/prepare_data.py", "penn_action", "--raw_dir", str(tmp_path / "raw"),
+                         "--out_dir", str(tmp_path / "out")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    assert (tmp_path / "out" / "penn_action" / "all" / "joints2D.npy").is_file()
+    bad = subprocess.run([sys.executable, "scripts/prepare_data.py", "penn_action", "--raw_dir", str(tmp_path / "nope")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: penn_action raw_dir")
+    assert "Traceback" not in bad.stderr

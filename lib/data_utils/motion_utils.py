@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
-import torch
 
-from lib.geometry.rotations import axis_angle_to_quaternion, quaternion_to_axis_angle
 from lib.joints.conventions import flip_permutation
 
 
@@ -26,6 +24,10 @@ def resample_motion(pose: np.ndarray, transl: Optional[np.ndarray], src_fps: flo
     Returns:
         (M, 3 * J) pose and (M, 3) translation (or None), M = floor((N-1) * dst/src) + 1.
     """
+    import torch  # here, so 2D-only converters run without importing torch
+
+    from lib.geometry.rotations import axis_angle_to_quaternion, quaternion_to_axis_angle
+
     pose = np.asarray(pose, dtype=np.float64)
     n = pose.shape[0]
     if n < 2 or abs(src_fps - dst_fps) < 1e-9:
