@@ -24,11 +24,19 @@ def _walk_clip() -> Clip:
     return procedural_walk()
 
 
-def test_walking_looks_like_walking(toy_body_model):
+@pytest.mark.parametrize("model", ["toy", "open"])
+def test_walking_looks_like_walking(toy_body_model, model):
+    if model == "open":
+        if not Path("data/body_models/open/SMPL_NEUTRAL.pkl").is_file():
+            pytest.skip("open body model not built (data/body_models/open; python scripts/build_open_body_model.py)")
+        from lib.body_models import load_body_model
+        bm = load_body_model("open")
+    else:
+        bm = toy_body_model
     clip = _walk_clip()
-    rest = rest_joints(toy_body_model, np.zeros(10))
+    rest = rest_joints(bm, np.zeros(10))
     transl = root_path_to_transl(clip.pose, clip.transl, rest)
-    j = body_joints(toy_body_model, clip.pose, np.zeros(10), transl)  # world, y up
+    j = body_joints(bm, clip.pose, np.zeros(10), transl)  # world, y up
     la, ra = j[:, SPIN_49.index("lankle")], j[:, SPIN_49.index("rankle")]
     pelvis = j[:, SPIN_49.index("pelvis")]
     heading = pelvis[-1, [0, 2]] - pelvis[0, [0, 2]]
