@@ -64,6 +64,8 @@ def convert(raw_dir: str, split: str = "train") -> Dict[str, np.ndarray]:
             require_keys(ann, ("image_id", "track_id", "keypoints"), w)
             if ann["image_id"] not in images:
                 raise ConverterError(f"{w}: image_id {ann['image_id']} is not in 'images'")
+            if len(ann["keypoints"]) == 0:  # an unannotated person box: nothing to keep
+                continue
             kp = require_shape(np.asarray(ann["keypoints"], np.float64).reshape(-1), (51,), "keypoints", w)
             frame, name = images[ann["image_id"]]
             tracks.setdefault(int(ann["track_id"]), []).append((frame, name, kp.reshape(17, 3)))
