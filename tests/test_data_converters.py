@@ -306,3 +306,11 @@ def test_prepare_data_cli(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: penn_action raw_dir")
     assert "Traceback" not in bad.stderr
+
+
+def test_mpii3d_train_with_fewer_cameras(tmp_path):
+    truth = fx.write_mpii3d_train(tmp_path / "raw", num_cams=3)
+    [out] = prepare("mpi_inf_3dhp", str(tmp_path / "raw"), str(tmp_path / "out"), "train")
+    d, meta = _load(out)
+    assert meta["num_videos"] == 3
+    np.testing.assert_allclose(d["joints3D"][-10:, J("rknee"), :3], truth["annot3"][2][:, 24] / 1000, rtol=1e-5)

@@ -53,6 +53,14 @@ def _pack(j2d: np.ndarray, j3d_mm: np.ndarray, fmt: str, img_wh) -> tuple:
     return convert_kps(kp, fmt, "spin49"), convert_kps(j3, fmt, "spin49"), inside
 
 
+def _frames_first(arr: np.ndarray, dims: int) -> np.ndarray:
+    """h5py shows MATLAB's column-major (dims, 17, 1, F) as (F, 1, 17, dims); accept the
+    other order too (a file written without the transposition)."""
+    if arr.ndim == 4 and arr.shape[-1] != dims and arr.shape[0] == dims:
+        return arr.transpose(3, 2, 1, 0)
+    return arr
+
+
 def convert_train(raw_dir: str, cameras: Sequence[int] = TRAIN_CAMERAS, frame_step: int = 1) -> Dict[str, np.ndarray]:
     import scipy.io
 
@@ -70,9 +78,14 @@ def convert_train(raw_dir: str, cameras: Sequence[int] = TRAIN_CAMERAS, frame_st
         require_keys(mat, ("annot2", "annot3"), where)
         a2, a3 = np.asarray(mat["annot2"]).reshape(-1), np.asarray(mat["annot3"]).reshape(-1)
         subj, seq = f.parent.parent.name, f.parent.name
-        for c in cameras:
-            if c >= len(a2) or c >= len(a3):
-                raise ConverterError(f"{where}: 'annot2'/'annot3' have {len(a2)} cameras, camera {c} requested")
+        if len(a2) != len(a3):
+            raise ConverterError(f"{where}: 'annot2' has {len(a2)} cameras but 'annot3' has {len(a3)}")
+        use = [c for c in cameras if c < len(a2)]
+        if not use:
+            raise ConverterError(f"{where}: 'annot2'/'annot3' have {len(a2)} cameras, none of {list(cameras)}")
+        if len(use) < len(cameras):
+            logger.warning("%s: only %d cameras; using %s", where, len(a2), use)
+        for c in use:
             p2 = require_shape(a2[c], (None, 56), f"annot2[{c}]", where)
             p3 = require_shape(a3[c], (p2.shape[0], 84), f"annot3[{c}]", where)
             idx = np.arange(0, p2.shape[0], frame_step)
@@ -108,8 +121,9 @@ def convert_test(raw_dir: str) -> Dict[str, np.ndarray]:
             raise ConverterError(f"{where}: not an HDF5 (MATLAB v7.3) annot_data.mat ({err})") from None
         with h5:
             require_keys(h5, ("annot2", "annot3", "valid_frame"), where)
-            p2 = require_shape(np.array(h5["annot2"]), (None, 1, 17, 2), "annot2", where)[:, 0]
-            p3 = require_shape(np.array(h5["annot3"]), (p2.shape[0], 1, 17, 3), "annot3", where)[:, 0]
+            p2 = require_shape(_frames_first(np.array(h5["annot2"]), 2), (None, 1, 17, 2), "annot2", where)[:, 0]
+            p3 = require_shape(_frames_first(np.array(h5["annot3"]), 3), (p2.shape[0], 1, 17, 3), "annot3",
+                               where)[:, 0]
             valid = np.array(h5["valid_frame"]).reshape(-1)
             if valid.shape[0] != p2.shape[0]:
                 raise ConverterError(f"{where}: 'valid_frame' has {valid.shape[0]} frames, 'annot2' {p2.shape[0]}")
