@@ -314,3 +314,14 @@ def test_mpii3d_train_with_fewer_cameras(tmp_path):
     d, meta = _load(out)
     assert meta["num_videos"] == 3
     np.testing.assert_allclose(d["joints3D"][-10:, J("rknee"), :3], truth["annot3"][2][:, 24] / 1000, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_pickle_protocols(tmp_path, protocol):
+    import pickle
+    from lib.data_utils.common import load_numpy_pickle
+    data = {"a": np.arange(6.0).reshape(2, 3), "b": [np.int64(3), "x", 1.5], "c": np.array(["m", "f"])}
+    (tmp_path / "x.pkl").write_bytes(pickle.dumps(data, protocol=protocol))
+    back = load_numpy_pickle(tmp_path / "x.pkl")
+    np.testing.assert_array_equal(back["a"], data["a"])
+    assert back["b"][0] == 3 and back["b"][1:] == ["x", 1.5] and list(back["c"]) == ["m", "f"]

@@ -58,6 +58,13 @@ def _numpy_globals() -> Dict[tuple, Any]:
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(mod, "_reconstruct")] = _numpy_reconstruct()
         allowed[(mod, "scalar")] = _numpy_scalar()
+    # Protocol-5 pickles rebuild arrays from a byte buffer (numpy.core.numeric._frombuffer).
+    try:
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.numeric import _frombuffer
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(mod, "_frombuffer")] = _frombuffer
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
     allowed[("_codecs", "encode")] = codecs.encode  # Python 3 bytes in protocol 2
