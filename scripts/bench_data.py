@@ -82,7 +82,6 @@ def main() -> int:
 
     from lib.dataset import SequenceDataset
 
-    tmp = None
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pbn_bench_data_")) / "bench"
     try:
         t0 = time.time()

@@ -23,7 +23,7 @@ def _load(folder):
 
 def test_3dpw(tmp_path, toy_body_model):
     from lib.data_utils.synthetic import body_joints
-    from lib.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+    from lib.geometry.rotations import axis_angle_to_matrix
 
     raw = tmp_path / "3DPW"
     truth = fx.write_3dpw(raw)

@@ -9,7 +9,7 @@ import torch
 
 from lib.data_utils.motion_utils import mirror_smpl, resample_motion
 from lib.data_utils.synthetic import (Clip, body_joints, load_clips, make_motion_fields, make_people_fields,
-                                      procedural_walk, project, rest_joints, root_path_to_transl)
+                                      procedural_walk, rest_joints, root_path_to_transl)
 from lib.dataset import MotionWindowDataset, SequenceDataset, write_dataset
 from lib.joints.conventions import SPIN_49
 

@@ -27,7 +27,6 @@ mapped joints inside the image (train) / ``valid_frame`` (test). No SMPL labels.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
