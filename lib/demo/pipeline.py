@@ -191,7 +191,7 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
     stage["frontend"] = time.perf_counter() - t0
     for name, sec in (getattr(front, "timings", None) or {}).items():
         if isinstance(sec, (int, float)) and name not in ("total",):
-            stage[f"  {name}"] = float(sec)
+            stage[f"frontend.{name}"] = float(sec)  # sub-stages (may overlap when run in threads)
     n_frames = int(getattr(front, "num_frames", n_frames) or n_frames)
     width, height = int(front.width), int(front.height)
     fps = float(front.fps) if front.fps and front.fps > 0 else 30.0
@@ -222,9 +222,12 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
     overlay = None
     if opts.render:
         t0 = time.perf_counter()
+        sub: Dict[str, float] = {}
         overlay = render_overlay(reader, overlay_path, track_results, bm, focal, fps, opts.start_frame, n_frames,
-                                 side_view=opts.side_view, device=opts.device, progress=opts.progress)
+                                 side_view=opts.side_view, device=opts.device, progress=opts.progress,
+                                 timings=sub)
         stage["render"] = time.perf_counter() - t0
+        stage.update({f"render.{k}": v for k, v in sub.items()})
 
     exports: Dict[str, List[Path]] = {}
     if opts.export:
@@ -413,15 +416,21 @@ def _fit_error(track_results) -> float:
 
 def render_overlay(reader, path: Path, track_results, bm, focal: float, fps: float, start_frame: int,
                    num_frames: int, side_view: bool = False, device: str = "cpu", chunk: int = 16,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, timings: Optional[Dict[str, float]] = None) -> Path:
     """Render every frame with its fitted bodies into an H.264 mp4 (atomic write).
 
     Full meshes are skinned here, once, in batches of ``chunk`` frames.
+    ``timings``, when given, accumulates seconds per sub-stage (setup, decode,
+    skin, draw, encode).
     """
+    t_setup = time.perf_counter()
     from lib.demo.render import OverlayRenderer
     from lib.demo.video import VideoWriter
     from lib.geometry.rotations import axis_angle_to_matrix
 
+    tm = timings if timings is not None else {}
+    for k in ("setup", "decode", "skin", "draw", "encode"):
+        tm.setdefault(k, 0.0)
     width, height = int(reader.width), int(reader.height)
     # frame -> list of (track id, row)
     per_frame: Dict[int, List[tuple]] = {}
@@ -449,21 +458,38 @@ def render_overlay(reader, path: Path, track_results, bm, focal: float, fps: flo
     out_w = width * (2 if side_view else 1)
     with OverlayRenderer(width, height, focal, bm.faces, bm.num_vertices, side_view=side_view) as renderer, \
             VideoWriter(path, fps, out_w, height) as writer:
+        tm["setup"] += time.perf_counter() - t_setup
         buffer: List[tuple] = []
 
         def flush():
+            t0 = time.perf_counter()
             meshes = skin([i for i, _ in buffer])
+            tm["skin"] += time.perf_counter() - t0
             for idx, frame in buffer:
                 verts, tids = meshes.get(idx, (None, []))
+                t0 = time.perf_counter()
                 img = renderer.render(frame, np.stack(verts) if verts else None, tids)
+                t1 = time.perf_counter()
                 writer.write(img)
+                tm["draw"] += t1 - t0
+                tm["encode"] += time.perf_counter() - t1
             buffer.clear()
 
-        for idx, frame in tqdm(reader.iter_frames(start=start_frame, max_frames=num_frames), total=num_frames,
-                               desc="render", unit="frame", disable=not progress):
-            buffer.append((idx, frame))
+        frames = reader.iter_frames(start=start_frame, max_frames=num_frames)
+        bar = tqdm(total=num_frames, desc="render", unit="frame", disable=not progress)
+        while True:
+            t0 = time.perf_counter()
+            item = next(frames, None)
+            tm["decode"] += time.perf_counter() - t0
+            if item is None:
+                break
+            buffer.append(item)
+            bar.update(1)
             if len(buffer) >= chunk:
                 flush()
         if buffer:
             flush()
+        bar.close()
+        t0 = time.perf_counter()
+    tm["encode"] += time.perf_counter() - t0  # flushing the encoder and closing the file
     return Path(path)

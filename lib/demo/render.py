@@ -1,10 +1,18 @@
-"""Offscreen overlay rendering of fitted bodies with pyrender (CPU via EGL + Mesa llvmpipe).
+"""Offscreen overlay rendering of fitted bodies (CPU: EGL + Mesa llvmpipe).
 
-All people of a frame are merged into one mesh with per-vertex colours and drawn
-in a single pass (one upload, one draw call), which is what keeps CPU rendering
-affordable. The camera is the fitter's pinhole (focal length in pixels,
-principal point at the image centre) looking down +z in OpenCV axes; pyrender
-uses OpenGL axes, so the camera pose flips y and z.
+pyrender opens the headless OpenGL context; drawing is a minimal pipeline of our
+own in that context, because on a software rasteriser pyrender's own path
+(4x multisampling resolved on every frame, per-pixel PBR lighting, a new vertex
+array per mesh and frame) cost ~4x more than the drawing itself. Here:
+
+- shading is computed per vertex in numpy (Lambert: a headlight and a fill light
+  from above, plus ambient) and interpolated; one colour per track;
+- all people of a frame are one vertex buffer, updated in place, drawn with one
+  call into a plain (not multisampled) framebuffer, read back once as RGBA.
+
+The camera is the fitter's pinhole (focal length in pixels, principal point at
+the image centre, OpenCV axes: x right, y down, z forward). The projection maps
+image row 0 to the first row glReadPixels returns, so no flip is needed.
 
 Headless set-up: ``PYOPENGL_PLATFORM=egl`` (set here unless the caller chose
 another platform) with the system packages ``libegl1 libgl1-mesa-dri
@@ -12,6 +20,7 @@ libegl-mesa0`` (Debian/Ubuntu names).
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from typing import Optional, Sequence
@@ -28,6 +37,31 @@ PALETTE = np.array([
     [0.70, 0.45, 0.85], [0.30, 0.80, 0.80], [0.95, 0.55, 0.75], [0.65, 0.65, 0.30],
     [0.55, 0.40, 0.30], [0.60, 0.75, 0.95], [0.85, 0.60, 0.40], [0.50, 0.50, 0.70],
 ], dtype=np.float32)
+
+_VERTEX_SHADER = """
+#version 330 core
+layout(location = 0) in vec3 position;  // camera space, OpenCV axes, metres
+layout(location = 1) in vec3 color;
+uniform vec4 intrinsics;  // 2 f / W, 2 f / H, 2 cx / W - 1, 2 cy / H - 1
+uniform vec2 depth_range;  // near, far
+out vec3 v_color;
+void main() {
+    float z = position.z;
+    float n = depth_range.x, f = depth_range.y;
+    gl_Position = vec4(intrinsics.x * position.x + intrinsics.z * z,
+                       intrinsics.y * position.y + intrinsics.w * z,
+                       (f + n) / (f - n) * z - 2.0 * f * n / (f - n),
+                       z);
+    v_color = color;
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 330 core
+in vec3 v_color;
+out vec4 frag_color;
+void main() { frag_color = vec4(v_color, 1.0); }
+"""
 
 
 def track_color(track_id: int) -> np.ndarray:
@@ -69,17 +103,19 @@ class OverlayRenderer:
         side_view: also render a second panel with the bodies turned 90 degrees about
             the vertical axis through each body's centre, placed right of the overlay.
         alpha: opacity of the bodies over the frame.
+        near, far: clipping depths, metres.
     """
 
     def __init__(self, width: int, height: int, focal_length: float, faces: np.ndarray, num_vertices: int,
-                 side_view: bool = False, alpha: float = 0.9):
+                 side_view: bool = False, alpha: float = 0.9, near: float = 0.05, far: float = 500.0):
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # headless; must precede the OpenGL import
         try:
             import pyrender
+            from OpenGL import GL
         except Exception as err:  # noqa: BLE001 - any import-time GL failure means "cannot render"
             raise UserError(f"rendering unavailable ({err}); install pyrender and the EGL libraries "
                             "(apt: libegl1 libgl1-mesa-dri libegl-mesa0) or run with --no_render") from None
-        self._pyrender = pyrender
+        self._gl = GL
         self.width, self.height = int(width), int(height)
         self.focal_length = float(focal_length)
         self.side_view = bool(side_view)
@@ -87,27 +123,115 @@ class OverlayRenderer:
         self.faces = np.asarray(faces, dtype=np.uint32)
         self.num_vertices = int(num_vertices)
         self.normals = VertexNormals(self.faces, self.num_vertices)
+        fill = np.array([-0.4, -1.0, -0.3])  # fill light from above-left (camera axes: y down)
+        self.fill_dir = (fill / np.linalg.norm(fill)).astype(np.float32)
+        self._capacity = 0  # bodies the buffers hold
+        self._vao = self._vbo = self._ebo = self._fbo = None
+        self._rbos: list = []
         try:
-            self.renderer = pyrender.OffscreenRenderer(self.width, self.height)
-        except Exception as err:  # noqa: BLE001 - EGL/OSMesa errors come in many types
+            # pyrender only opens the context (EGL / OSMesa per PYOPENGL_PLATFORM); we draw ourselves.
+            self._context = pyrender.OffscreenRenderer(self.width, self.height)
+            self._make_current()
+            self._program = self._build_program()
+            self._build_framebuffer()
+            GL.glUseProgram(self._program)
+            cx, cy = self.width / 2.0, self.height / 2.0
+            GL.glUniform4f(GL.glGetUniformLocation(self._program, "intrinsics"),
+                           2.0 * self.focal_length / self.width, 2.0 * self.focal_length / self.height,
+                           2.0 * cx / self.width - 1.0, 2.0 * cy / self.height - 1.0)
+            GL.glUniform2f(GL.glGetUniformLocation(self._program, "depth_range"), near, far)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - EGL/OSMesa/GL errors come in many types
             raise UserError(f"cannot open an offscreen OpenGL context ({type(err).__name__}: {err}); install "
                             "the EGL libraries (apt: libegl1 libgl1-mesa-dri libegl-mesa0), set "
                             "PYOPENGL_PLATFORM=egl, or run with --no_render") from None
-        self.scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[0.35, 0.35, 0.35])
-        cam = pyrender.IntrinsicsCamera(fx=self.focal_length, fy=self.focal_length, cx=self.width / 2.0,
-                                        cy=self.height / 2.0, znear=0.05, zfar=200.0)
-        gl_from_cv = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes -> OpenGL camera axes
-        self.scene.add(cam, pose=gl_from_cv)
-        # Lighting is done per vertex in _draw; the fill light comes from above and to the left.
-        fill = np.array([-0.4, -1.0, -0.3])  # camera axes: y down, so "above" is -y
-        self.fill_dir = fill / np.linalg.norm(fill)
-        self.material = pyrender.MetallicRoughnessMaterial(baseColorFactor=[1.0, 1.0, 1.0, 1.0])
-        self._slots: list = []  # (scene node, primitive) per body slot
+
+    # ------------------------------------------------------------------ GL set-up
+    def _make_current(self) -> None:
+        self._context._platform.make_current()
+
+    def _build_program(self) -> int:
+        GL = self._gl
+
+        def compile_shader(src: str, kind) -> int:
+            sh = GL.glCreateShader(kind)
+            GL.glShaderSource(sh, src)
+            GL.glCompileShader(sh)
+            if not GL.glGetShaderiv(sh, GL.GL_COMPILE_STATUS):
+                raise RuntimeError(f"shader compile error: {GL.glGetShaderInfoLog(sh)}")
+            return sh
+
+        vs = compile_shader(_VERTEX_SHADER, GL.GL_VERTEX_SHADER)
+        fs = compile_shader(_FRAGMENT_SHADER, GL.GL_FRAGMENT_SHADER)
+        prog = GL.glCreateProgram()
+        GL.glAttachShader(prog, vs)
+        GL.glAttachShader(prog, fs)
+        GL.glLinkProgram(prog)
+        if not GL.glGetProgramiv(prog, GL.GL_LINK_STATUS):
+            raise RuntimeError(f"shader link error: {GL.glGetProgramInfoLog(prog)}")
+        GL.glDeleteShader(vs)
+        GL.glDeleteShader(fs)
+        return prog
+
+    def _build_framebuffer(self) -> None:
+        GL = self._gl
+        self._fbo = GL.glGenFramebuffers(1)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self._fbo)
+        color, depth = GL.glGenRenderbuffers(2)
+        self._rbos = [color, depth]
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, color)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_RGBA8, self.width, self.height)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, color)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, depth)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT24, self.width, self.height)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, depth)
+        if GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER) != GL.GL_FRAMEBUFFER_COMPLETE:
+            raise RuntimeError("offscreen framebuffer incomplete")
+        GL.glViewport(0, 0, self.width, self.height)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDisable(GL.GL_CULL_FACE)  # fitted meshes may be seen from inside (e.g. a hand in a torso)
+        GL.glClearColor(0.0, 0.0, 0.0, 0.0)
+
+    def _ensure_capacity(self, bodies: int) -> None:
+        """(Re)allocate the vertex and index buffers for at least ``bodies`` bodies."""
+        if bodies <= self._capacity:
+            return
+        GL = self._gl
+        cap = max(bodies, 2 * self._capacity, 8)
+        if self._vao is None:
+            self._vao = GL.glGenVertexArrays(1)
+            self._vbo, self._ebo = GL.glGenBuffers(2)
+        GL.glBindVertexArray(self._vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._vbo)
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, cap * self.num_vertices * 6 * 4, None, GL.GL_DYNAMIC_DRAW)
+        stride = 6 * 4  # xyz + rgb, float32
+        GL.glVertexAttribPointer(0, 3, GL.GL_FLOAT, GL.GL_FALSE, stride, ctypes.c_void_p(0))
+        GL.glEnableVertexAttribArray(0)
+        GL.glVertexAttribPointer(1, 3, GL.GL_FLOAT, GL.GL_FALSE, stride, ctypes.c_void_p(12))
+        GL.glEnableVertexAttribArray(1)
+        offsets = (np.arange(cap, dtype=np.uint32) * self.num_vertices)[:, None, None]
+        indices = np.ascontiguousarray((self.faces[None] + offsets).reshape(-1), dtype=np.uint32)
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self._ebo)
+        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, indices.nbytes, indices, GL.GL_STATIC_DRAW)
+        self._capacity = cap
 
     def close(self) -> None:
-        if getattr(self, "renderer", None) is not None:
-            self.renderer.delete()
-            self.renderer = None
+        if getattr(self, "_context", None) is not None:
+            try:
+                self._make_current()
+                GL = self._gl
+                if self._vao is not None:
+                    GL.glDeleteBuffers(2, [self._vbo, self._ebo])
+                    GL.glDeleteVertexArrays(1, [self._vao])
+                if self._fbo is not None:
+                    GL.glDeleteRenderbuffers(2, self._rbos)
+                    GL.glDeleteFramebuffers(1, [self._fbo])
+                GL.glDeleteProgram(self._program)
+            except Exception:  # noqa: BLE001 - freeing GL objects of a dying context may fail; harmless
+                pass
+            self._context.delete()
+            self._context = None
 
     def __enter__(self):
         return self
@@ -115,57 +239,31 @@ class OverlayRenderer:
     def __exit__(self, *exc):
         self.close()
 
+    # ------------------------------------------------------------------ drawing
     def _draw(self, verts: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Render (P, V, 3) camera-space meshes with (P, 3) colours -> RGB (H, W, 3) uint8, mask (H, W).
-
-        Shading is computed here per vertex (Lambert: a key light at the camera and a
-        fill light from above, plus ambient) and drawn unlit (``RenderFlags.FLAT``,
-        colours interpolated across triangles): on a software rasteriser pyrender's
-        per-pixel PBR shader costs more than everything else together.
-        """
-        pr = self._pyrender
+        """Render (P, V, 3) camera-space meshes with (P, 3) colours -> RGB (H, W, 3) uint8, mask (H, W)."""
+        GL = self._gl
         p = verts.shape[0]
         normals = self.normals(verts)  # (P, V, 3), camera axes
         view = verts / np.maximum(np.linalg.norm(verts, axis=-1, keepdims=True), 1e-6)
         key = np.abs((normals * view).sum(-1))  # headlight; abs: the mesh may be seen from inside
         fill = np.clip(normals @ self.fill_dir, 0.0, None)
         shade = (0.25 + 0.65 * key + 0.25 * fill)[..., None]  # (P, V, 1)
-        vcol = np.clip(colors[:, None, :] * shade, 0.0, 1.0).reshape(-1, 3)
-        rgba = np.concatenate([vcol, np.ones((vcol.shape[0], 1))], axis=1).reshape(p, -1, 4)
-        data = np.concatenate([verts, rgba], axis=-1).astype(np.float32)  # (P, V, 7): pyrender's vertex layout
-        for i in range(p):
-            self._set_slot(i, data[i])
-        for i, (node, _) in enumerate(self._slots):
-            node.mesh.is_visible = i < p
-        color, depth = self.renderer.render(self.scene, flags=pr.RenderFlags.FLAT)
-        return color[..., :3], depth > 0
+        vcol = np.clip(colors[:, None, :] * shade, 0.0, 1.0)
+        data = np.ascontiguousarray(np.concatenate([verts, vcol], axis=-1), dtype=np.float32)  # (P, V, 6)
 
-    def _set_slot(self, i: int, data: np.ndarray) -> None:
-        """Put one body (V, 7 = xyz + rgba) into mesh slot ``i``.
-
-        Slots are created once and then updated in place (``glBufferSubData``), which
-        avoids building a new vertex array and buffers for every frame; unused slots
-        are hidden.
-        """
-        pr = self._pyrender
-        if i < len(self._slots):
-            from OpenGL import GL
-
-            _, prim = self._slots[i]
-            if prim._vaid is not None:  # uploaded by an earlier render: overwrite in place
-                self.renderer._platform.make_current()
-                GL.glBindBuffer(GL.GL_ARRAY_BUFFER, prim._buffers[0])
-                GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, np.ascontiguousarray(data))
-                GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
-                return
-            self.scene.remove_node(self._slots[i][0])
-        prim = pr.Primitive(positions=data[:, :3], color_0=data[:, 3:], indices=self.faces,
-                            material=self.material, mode=pr.constants.GLTF.TRIANGLES)
-        node = self.scene.add(pr.Mesh([prim]))
-        if i < len(self._slots):
-            self._slots[i] = (node, prim)
-        else:
-            self._slots.append((node, prim))
+        self._make_current()
+        self._ensure_capacity(p)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self._fbo)
+        GL.glUseProgram(self._program)
+        GL.glBindVertexArray(self._vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._vbo)
+        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
+        GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
+        GL.glDrawElements(GL.GL_TRIANGLES, p * self.faces.size, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
+        buf = GL.glReadPixels(0, 0, self.width, self.height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+        rgba = np.frombuffer(buf, dtype=np.uint8).reshape(self.height, self.width, 4)
+        return rgba[..., :3], rgba[..., 3] > 0
 
     def render(self, frame: np.ndarray, verts: Optional[np.ndarray], track_ids: Sequence[int]) -> np.ndarray:
         """Overlay the bodies of one frame.
