@@ -6,6 +6,7 @@ depend on size; the toy body model keeps every forward pass in milliseconds.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from lib.models.discriminator import MotionDiscriminator
 from lib.models.pbn import ModelInputError, ParallelBranchNet
 from lib.models.smpl_branch import TransformerTemporalEncoder
 
+ROOT = Path(__file__).resolve().parents[1]
 F = 32  # feature size of the small test models
 LHIP, RHIP = SPIN_49.index("lhip"), SPIN_49.index("rhip")
 SMALL = ["MODEL.FEATURE_DIM", "32", "MODEL.ENCODER.FF_SIZE", "64", "MODEL.ENCODER.HIDDEN_SIZE", "16",
@@ -93,8 +95,8 @@ def test_train_and_eval_outputs_have_the_same_fields(toy_body_model):
 
 
 def test_configs_build_the_two_settings(toy_body_model):
-    pbn = ParallelBranchNet.from_config(load_config("configs/pbn.yaml", SMALL), toy_body_model)
-    vibe = ParallelBranchNet.from_config(load_config("configs/vibe_baseline.yaml", SMALL), toy_body_model)
+    pbn = ParallelBranchNet.from_config(load_config(ROOT / "configs/pbn.yaml", SMALL), toy_body_model)
+    vibe = ParallelBranchNet.from_config(load_config(ROOT / "configs/vibe_baseline.yaml", SMALL), toy_body_model)
     assert type(pbn.encoder).__name__ == "TransformerTemporalEncoder" and pbn.stb is not None
     assert type(vibe.encoder).__name__ == "GRUTemporalEncoder" and vibe.stb is None and vibe.fusion is None
     out = vibe(torch.randn(2, 8, F))  # no keypoints needed without the ST branch
