@@ -400,14 +400,18 @@ def run_network(cfg, bm, tracks, reader, checkpoint: str, image_size, focal_leng
 
 
 def _fit_error(track_results) -> float:
+    """Median |projected - detected| / box height over confident fitted joints (detector hips excluded:
+    they are not SMPL hip joints)."""
+    from lib.joints.conventions import SPIN_49
     from lib.smplify.fitter import FIT_JOINTS
 
+    joints = [j for j in FIT_JOINTS if SPIN_49[j] not in ("op_lhip", "op_rhip")]
     errs = []
     for tr in track_results.values():
         kp = tr.keypoints_2d
         conf = kp[..., 2]
         sel = np.zeros_like(conf, dtype=bool)
-        sel[:, FIT_JOINTS] = conf[:, FIT_JOINTS] > 0.5
+        sel[:, joints] = conf[:, joints] > 0.5
         err = np.linalg.norm(tr.joints2d - kp[..., :2], axis=-1) / np.maximum(tr.bboxes[:, 3:4], 1.0)
         errs.append(err[sel])
     errs = np.concatenate(errs) if errs else np.zeros(0)
