@@ -112,12 +112,15 @@ def options_from_args(cfg, args) -> DemoOptions:
         raise UserError(f"--start_frame must be >= 0, got {args.start_frame}")
     from lib.core.config import resolve_device
 
+    device = resolve_device(args.device or cfg.DEVICE)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
     return DemoOptions(
         vid_file=args.vid_file, output_folder=args.output_folder, start_frame=args.start_frame,
         max_frames=args.max_frames, tracks=tracks, estimator=estimator, checkpoint=checkpoint,
         run_smplify=bool(args.run_smplify or cfg.DEMO.RUN_SMPLIFY),
         body_model=args.body_model or cfg.BODY_MODEL.KIND,
-        device=resolve_device(args.device or cfg.DEVICE),
+        device=device,
         detector=args.detector or cfg.DEMO.get("DETECTOR", "ssdlite"),
         batch_size=args.batch_size or cfg.DEMO.BATCH_SIZE,
         render=cfg.DEMO.RENDER and not args.no_render,
