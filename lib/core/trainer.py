@@ -610,14 +610,20 @@ class _EvalCheckpointHook(HookBase):
                 from lib.core.evaluator import format_table, write_results
 
                 logger.info("evaluation after epoch %d:\n%s", epoch_done, format_table(results))
-
                 write_results(t.run_dir / f"eval_{epoch_done:03d}.json", results, {"step": t.step})
             if t.world_size > 1:  # everyone steps the plateau schedule with the same number
                 m = torch.tensor([metric], device=t.device, dtype=torch.float64)
                 dist.broadcast(m, 0)
                 metric = float(m.item())
         # The plateau schedule follows the evaluation metric; without one, the mean training loss.
-        sched_metric = metric if t.eval_fn is not None and t.eval_every > 0 else float(np.mean(t.epoch_losses or [math.nan]))
+        if t.eval_fn is not None and t.eval_every > 0:
+            sched_metric = metric
+        else:
+            sched_metric = float(np.mean(t.epoch_losses or [math.nan]))
+            if t.world_size > 1:  # the same number on every rank, or their learning rates drift apart
+                m = torch.tensor([sched_metric], device=t.device, dtype=torch.float64)
+                dist.all_reduce(m)
+                sched_metric = float(m.item()) / t.world_size
         _step_scheduler(t.scheduler, sched_metric)
         _step_scheduler(t.disc_scheduler, sched_metric)
         improved = math.isfinite(metric) and metric < t.best_metric
