@@ -302,7 +302,9 @@ class Trainer:
         self.rank, self.world_size = int(rank), int(world_size)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # Training feeds stored features, so an image backbone (MODEL.USE_BACKBONE) gets no gradient.
+            unused = getattr(model, "backbone", None) is not None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
         self.model = model
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
         self.train_set, self.batch_sampler = train_set, batch_sampler
