@@ -434,24 +434,47 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, toy_body_model, toy_body_mo
 
 
 # ----------------------------------------------------------------- FBX (needs bpy in .venv-fbx)
-def _ufbx_skinned(ufbx, scene, anim, t: float) -> np.ndarray:
-    """(V, 3) world-space skinned vertices of the first mesh at time t.
-
-    ufbx's Python objects point into their scene: copy to numpy, then drop the
-    children before the evaluated scene they belong to.
-    """
-    ev = ufbx.evaluate_scene(scene, anim, t, evaluate_skinning=True)
+# ufbx's Python binding points into native scene memory and has crashed the
+# interpreter on rare garbage-collection orders; reading in a child process keeps
+# such a crash from taking the whole pytest session down with it.
+_UFBX_READ = r"""
+import json, sys
+import numpy as np
+import ufbx
+path, out, frames = sys.argv[1], sys.argv[2], [int(f) for f in sys.argv[3].split(",")]
+scene = ufbx.load_file(path, target_axes=ufbx.axes_right_handed_y_up, target_unit_meters=1.0)
+bones = scene.bones
+stacks = scene.anim_stacks
+stack = stacks[0]
+anim = stack.anim
+fps = scene.settings.frames_per_second
+res = {"num_bones": np.int64(len(bones)), "fps": np.float64(fps),
+       "time_begin": np.float64(stack.time_begin), "time_end": np.float64(stack.time_end)}
+for f in frames:
+    ev = ufbx.evaluate_scene(scene, anim, stack.time_begin + f / fps, evaluate_skinning=True)
     meshes = ev.meshes
     mesh = meshes[0]
-    is_local = mesh.skinned_is_local
+    res[f"local{f}"] = np.bool_(mesh.skinned_is_local)
     pos = mesh.skinned_position
     values = pos.values
-    out = np.array([[v.x, v.y, v.z] for v in values])
+    res[f"verts{f}"] = np.array([[v.x, v.y, v.z] for v in values])
     del values, pos, mesh, meshes
     ev.free()
     del ev
-    assert not is_local, "expected world-space skinned positions"
-    return out
+np.savez(out, **res)
+"""
+
+
+def read_fbx(path: Path, frames, tmp_path: Path) -> dict:
+    """Bones, timing and world-space skinned vertices at ``frames`` (counted from the first key)."""
+    pytest.importorskip("ufbx")
+    script, out = tmp_path / "read_fbx.py", tmp_path / f"{path.stem}_ufbx.npz"
+    script.write_text(_UFBX_READ)
+    res = subprocess.run([sys.executable, str(script), str(path), str(out), ",".join(map(str, frames))],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"ufbx reader failed ({res.returncode}): {res.stderr[-1500:]}"
+    with np.load(out) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def test_fbx_read_back_with_ufbx(results, toy_body_model, tmp_path):
@@ -459,30 +482,21 @@ def test_fbx_read_back_with_ufbx(results, toy_body_model, tmp_path):
 
     if not fbx_available():
         pytest.skip("bpy (Blender as a module) not installed in .venv-fbx: run bash scripts/install_fbx.sh")
-    ufbx = pytest.importorskip("ufbx")
     written = export_results(results, "fbx", tmp_path, body_model=toy_body_model)
     by_name = {p.name: p for p in written["fbx"]}
     for tid in ("0", "5"):
         verts, _, frame_ids = reference(toy_body_model, results, tid)
-        scene = ufbx.load_file(str(by_name[f"vid_track{tid}.fbx"]), target_axes=ufbx.axes_right_handed_y_up,
-                               target_unit_meters=1.0)
-        # ufbx's Python lists must stay referenced while their items are used.
-        bones = scene.bones
-        assert len(bones) == 24
-        stacks = scene.anim_stacks
-        stack = stacks[0]
-        fps = scene.settings.frames_per_second
-        assert fps == pytest.approx(FPS)
-        n_frames = int(round((stack.time_end - stack.time_begin) * fps)) + 1
-        assert n_frames == frame_ids[-1] - frame_ids[0] + 1
-        anim = stack.anim
-        for k in (0, len(frame_ids) // 2, len(frame_ids) - 1):
-            t = stack.time_begin + (frame_ids[k] - frame_ids[0]) / fps
-            got = _ufbx_skinned(ufbx, scene, anim, t)
-            err = np.abs(got - verts[k]).max()
+        samples = [0, len(frame_ids) // 2, len(frame_ids) - 1]
+        got = read_fbx(by_name[f"vid_track{tid}.fbx"], [int(frame_ids[k] - frame_ids[0]) for k in samples], tmp_path)
+        assert got["num_bones"] == 24
+        assert got["fps"] == pytest.approx(FPS)
+        n_frames = int(round((got["time_end"] - got["time_begin"]) * FPS)) + 1
+        assert n_frames == frame_ids[-1] - frame_ids[0] + 1  # gaps filled
+        for k in samples:
+            f = int(frame_ids[k] - frame_ids[0])
+            assert not got[f"local{f}"], "expected world-space skinned positions"
+            err = np.abs(got[f"verts{f}"] - verts[k]).max()
             assert err < TOL, f"track {tid} sample {k}: {err * 1000:.3f} mm"
-        del anim, stack, stacks, bones  # children before their scene (see _ufbx_skinned)
-        scene.free()
 
 
 # ----------------------------------------------------------------- the open body model
@@ -511,16 +525,10 @@ def test_open_model_glb_valid_and_reskins(tmp_path):
     from lib.export.fbx import fbx_available
 
     if fbx_available():  # the FBX path on the real mesh (7k vertices, up to 7 weights each)
-        ufbx = pytest.importorskip("ufbx")
         (fbx,) = export_results(path, "fbx", tmp_path / "out", tracks=["0"], body_model=bm)["fbx"]
-        scene = ufbx.load_file(str(fbx), target_axes=ufbx.axes_right_handed_y_up, target_unit_meters=1.0)
-        stacks = scene.anim_stacks
-        stack = stacks[0]
-        anim = stack.anim
-        got = _ufbx_skinned(ufbx, scene, anim, stack.time_begin + 6 / FPS)
-        assert np.abs(got - verts[6]).max() < TOL
-        del anim, stack, stacks
-        scene.free()
+        got = read_fbx(fbx, [6], tmp_path)
+        assert got["num_bones"] == 24
+        assert np.abs(got["verts6"] - verts[6]).max() < TOL
 
 
 # ----------------------------------------------------------------- preview
