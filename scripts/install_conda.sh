@@ -9,4 +9,6 @@ if ! conda env list | awk '{print $1}' | grep -qx "$ENV_NAME"; then
     conda create -y -n "$ENV_NAME" python=3.11
 fi
 conda run -n "$ENV_NAME" python -m pip install -r "$ROOT/requirements.txt"
+SITE="$(conda run -n "$ENV_NAME" python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$ROOT" > "$SITE/pbn.pth"   # makes `import lib...` work from scripts/ (like an editable install)
 echo "done: conda activate $ENV_NAME"

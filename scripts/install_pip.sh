@@ -65,3 +65,10 @@ else
         || die "requirements did not install; rerun to see pip's errors: $VENV/bin/pip install -r requirements.txt"
     echo "$want" > "$STAMP"
 fi
+
+# Make the repository importable (`import lib...`) from scripts/ and any working
+# directory, the way an editable install does: a .pth file naming the repo root.
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [[ "$(cat "$SITE/pbn.pth" 2>/dev/null)" != "$ROOT" ]]; then
+    echo "$ROOT" > "$SITE/pbn.pth"
+fi
