@@ -13,5 +13,10 @@ if [ -f .node/node_modules/gltf-validator/package.json ]; then
     exit 0
 fi
 mkdir -p .node
-npm install --no-audit --no-fund --silent --prefix .node gltf-validator
-echo "gltf-validator installed in .node/"
+# A failed install (e.g. no registry access) must not stop scripts/test.sh: the
+# validator tests then skip with a reason (and fail in CI, see tests/conftest.py).
+if npm install --no-audit --no-fund --silent --prefix .node gltf-validator; then
+    echo "gltf-validator installed in .node/"
+else
+    echo "install_node_tools.sh: npm install gltf-validator failed; GLB validator tests will be skipped" >&2
+fi

@@ -101,7 +101,8 @@ def write_fbx(paths: Sequence[str | os.PathLike], motions: Sequence[TrackMotion]
             raise UserError(f"FBX export: Blender did not finish within {FBX_TIMEOUT_S} s") from None
         if res.returncode != 0 or not all(Path(t).is_file() for t in tmp_outs):
             tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-5:])
-            raise UserError(f"FBX export failed in Blender (exit {res.returncode}): {tail}")
+            hint = " -- bpy missing or broken: rerun bash scripts/install_fbx.sh" if "bpy" in tail else ""
+            raise UserError(f"FBX export failed in Blender (exit {res.returncode}): {tail}{hint}")
         for t, p in zip(tmp_outs, paths):
             os.replace(t, p) if Path(t).stat().st_dev == p.parent.stat().st_dev else _copy_replace(t, p)
     for p in paths:
