@@ -10,6 +10,7 @@ that has bpy.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,12 +41,15 @@ def fbx_python() -> Optional[Path]:
 
 
 def fbx_available() -> bool:
-    """True when the bpy environment exists and imports bpy."""
+    """True when the bpy environment exists and imports bpy (checked once per interpreter)."""
     py = fbx_python()
-    if py is None:
-        return False
+    return py is not None and _imports_bpy(str(py))
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_bpy(python: str) -> bool:
     try:
-        res = subprocess.run([str(py), "-c", "import bpy"], capture_output=True, timeout=300)
+        res = subprocess.run([python, "-c", "import bpy"], capture_output=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return res.returncode == 0
