@@ -175,12 +175,13 @@ _C.SMPLIFY.W_BONE3D = 0.5  # weight of the 3D-landmark bone-direction cue (1 - c
 _C.SMPLIFY.W_POSE_PRIOR = 0.002  # weight of the pose prior (motion prior or GMM penalty)
 _C.SMPLIFY.W_JOINT_LIMIT = 0.1  # weight of the joint-angle limit penalty
 _C.SMPLIFY.W_SHAPE = 0.005  # weight of the shape prior (squared betas)
-_C.SMPLIFY.W_SMOOTH_JOINTS = 20.0  # weight of temporal smoothness of camera-space joints (metres^2 per frame^2)
-_C.SMPLIFY.W_SMOOTH_POSE = 0.5  # weight of temporal smoothness of the body pose (axis-angle)
+_C.SMPLIFY.W_SMOOTH_JOINTS = 50.0  # weight of temporal smoothness (acceleration) of camera-space joints, metres per frame^2
+_C.SMPLIFY.W_SMOOTH_POSE = 2.0  # weight of temporal smoothness (velocity) of body pose and global orientation
 _C.SMPLIFY.W_DEPTH = 0.01  # weight keeping the camera depth near its box-height estimate (log ratio squared)
 _C.SMPLIFY.PRIOR = "motion"  # pose prior: "motion" (DeepMimic-built), "smplify_gmm" (user's SMPLify file) or "quadratic"
 _C.SMPLIFY.PRIOR_PATH = ""  # prior file; "" = the default path of the chosen prior
 _C.SMPLIFY.BODY_HEIGHT = 1.7  # assumed body height in metres for the initial camera depth
+_C.SMPLIFY.INIT_SMOOTHING = 15  # frames of moving average on box heights/hips (depth init) and, /3, on 3D landmarks
 
 # ---------------------------------------------------------------- export (lib/export)
 _C.EXPORT = CN()

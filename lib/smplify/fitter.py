@@ -82,8 +82,8 @@ class FitWeights:
     pose_prior: float = 0.002
     joint_limit: float = 0.1
     shape: float = 0.005
-    smooth_joints: float = 20.0
-    smooth_pose: float = 0.5
+    smooth_joints: float = 50.0
+    smooth_pose: float = 2.0
     depth: float = 0.01
     sigma: float = 0.1
     hip: float = 0.3
@@ -222,6 +222,17 @@ def pose_from_landmarks(
     return out.reshape(b, 69)
 
 
+def _smooth_track(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, C) values over consecutive frames -> (N, C) moving average over ``width`` frames (edges replicated)."""
+    n = x.shape[0]
+    width = min(int(width), n if n % 2 else n - 1)
+    if width <= 1:
+        return x
+    pad = width // 2
+    padded = torch.nn.functional.pad(x.T[None], (pad, pad), mode="replicate")  # (1, C, N + 2 pad)
+    return torch.nn.functional.avg_pool1d(padded, width, stride=1)[0].T
+
+
 def geman_mcclure(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
     """Bounded robust penalty of a squared residual: r^2 / (r^2 + sigma^2), in [0, 1)."""
     return sq_residual / (sq_residual + sigma * sigma)
@@ -242,6 +253,8 @@ class TemporalSMPLify:
         weights: loss weights.
         pose_prior, joint_limits: callables (B, 69) -> (B,); None = quadratic / hinge.
         body_height: metres, for the initial depth from the box height.
+        init_smoothing: frames of the moving average applied to box heights and hip
+            positions before they set the initial depth and position (1 = none).
         device: torch device of the optimisation (the body model is moved there).
     """
 
@@ -259,6 +272,7 @@ class TemporalSMPLify:
         pose_prior: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         joint_limits: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         body_height: float = 1.7,
+        init_smoothing: int = 15,
         device: str | torch.device = "cpu",
     ):
         if optimizer not in ("lbfgs", "adam"):
@@ -277,6 +291,7 @@ class TemporalSMPLify:
         self.pose_prior = pose_prior or quadratic_pose_prior
         self.joint_limits = joint_limits or hinge_joint_limits
         self.body_height = float(body_height)
+        self.init_smoothing = int(init_smoothing)
         w = torch.zeros(len(SPIN_49))
         for name, val in FIT_JOINT_WEIGHTS.items():
             w[_IDX[name]] = val * (self.weights.hip if name in ("op_lhip", "op_rhip") else 1.0)
@@ -304,7 +319,7 @@ class TemporalSMPLify:
         return cls(body_model, image_size, focal_length=focal_length, num_iters=c.NUM_ITERS,
                    num_camera_iters=c.NUM_CAMERA_ITERS, optimizer=c.OPTIMIZER, lr=c.LR, window=c.WINDOW,
                    weights=weights, pose_prior=prior, joint_limits=limits, body_height=c.BODY_HEIGHT,
-                   device=device)
+                   init_smoothing=c.INIT_SMOOTHING, device=device)
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -370,19 +385,23 @@ class TemporalSMPLify:
             body = pose[:, 1:].reshape(n, 69).clone()
         else:
             conf = kp[..., 2] * d["has_world"][sl, None]
-            orient = orientation_from_landmarks(d["world"][sl], conf)
-            body = pose_from_landmarks(d["world"][sl], conf, orient, self.rest_joints, self.body_model.parents,
+            world = d["world"][sl]
+            world = _smooth_track(world.reshape(n, -1), self.init_smoothing // 3).reshape(world.shape)
+            orient = orientation_from_landmarks(world, conf)
+            body = pose_from_landmarks(world, conf, orient, self.rest_joints, self.body_model.parents,
                                        _a_pose(n).to(self.device))
         if init is not None and "transl" in init:
             transl = init["transl"][sl].clone()
         else:
             # Depth from the box height; the pelvis goes where the detector's hips are
             # (or the box centre), back-projected at that depth.
-            h = box[:, 3].clamp(min=8.0)
+            # Box heights jitter from frame to frame; a jittery start (and depth anchor) is
+            # something the few optimiser steps cannot smooth out, so start from a smoothed one.
+            h = _smooth_track(box[:, 3:4].clamp(min=8.0), self.init_smoothing)[:, 0]
             tz = self.focal_length * self.body_height / h
             hips_ok = (kp[:, [_LHIP, _RHIP], 2].min(-1).values > 0.3)[:, None]
             hip_px = 0.5 * (kp[:, _LHIP, :2] + kp[:, _RHIP, :2])
-            target = torch.where(hips_ok, hip_px, box[:, :2])
+            target = _smooth_track(torch.where(hips_ok, hip_px, box[:, :2]), self.init_smoothing)
             xy = (target - self.center) * tz[:, None] / self.focal_length
             root = torch.cat([xy, tz[:, None]], dim=-1)
             transl = root - self.rest_root  # joints = model joints (root at rest_root) + transl
