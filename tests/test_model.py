@@ -288,3 +288,21 @@ def test_stb_temporal_width_option_keeps_the_contract():
     out = narrow(keypoints(2, 5))
     assert out.shape == (2, 5, 49, 3)
     assert torch.allclose(0.5 * (out[..., LHIP, :] + out[..., RHIP, :]), torch.zeros(2, 5, 3), atol=1e-5)
+
+
+def test_regressor_matches_hmr_concatenation(toy_body_model):
+    """The regressor splits fc1 to reuse the features' share; it must equal HMR's plain form."""
+    from lib.models.regressor import HMRRegressor
+
+    torch.manual_seed(0)
+    reg = HMRRegressor(toy_body_model.mean_params, feature_dim=F, hidden_size=64, dropout=0.0)
+    with torch.no_grad():
+        for layer in (reg.decpose, reg.decshape, reg.deccam):
+            layer.weight.normal_(0, 0.1)  # make every iteration move
+        x = torch.randn(5, F)
+        pose, betas, cam = reg.init_pose.expand(5, -1), reg.init_shape.expand(5, -1), reg.init_cam.expand(5, -1)
+        for step in reg(x):
+            h = reg.fc2(reg.fc1(torch.cat([x, pose, betas, cam], 1)))
+            pose, betas, cam = pose + reg.decpose(h), betas + reg.decshape(h), cam + reg.deccam(h)
+            assert torch.allclose(step.pose6d, pose, atol=1e-5) and torch.allclose(step.cam, cam, atol=1e-5)
+            assert torch.allclose(step.betas, betas, atol=1e-5)
