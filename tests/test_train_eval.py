@@ -60,7 +60,7 @@ def tiny_opts(toy_body_model_dir, data_root, out_dir, *extra):
         "MODEL.REGRESSOR.HIDDEN_SIZE", "32", "MODEL.STB.EMBED_DIM", "8", "MODEL.STB.TEMPORAL_DIM", "32",
         "MODEL.STB.SPATIAL_DEPTH", "1", "MODEL.STB.TEMPORAL_DEPTH", "1", "MODEL.STB.NUM_HEADS", "2",
         "MODEL.DISC.HIDDEN_SIZE", "16", "MODEL.DISC.NUM_LAYERS", "1", "MODEL.DISC.ATT_SIZE", "16",
-        "TRAIN.BATCH_SIZE", "4", "TRAIN.LOG_EVERY", "1", "TRAIN.LR", "0.001", "TRAIN.LR_SCHEDULE", "plateau",
+        "TRAIN.BATCH_SIZE", "4", "TRAIN.LOG_EVERY", "1", "TRAIN.EVAL_EVERY", "1", "TRAIN.LR", "0.001", "TRAIN.LR_SCHEDULE", "plateau",
         "EVAL.BATCH_SIZE", "8",
     ]
     return opts + [str(x) for x in extra]
