@@ -8,12 +8,9 @@ builder version (use --force to rebuild).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-# Run as a plain script from anywhere: the repo root holds the lib package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.cli import configure_logging, run_main  # noqa: E402
 from lib.motion.prior import DEFAULT_MOTION_PRIOR, build_motion_prior, prior_is_up_to_date  # noqa: E402

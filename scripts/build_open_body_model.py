@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DEFAULTS = dict(n_shapes=1000, target_vertices=7000, seed=0, min_age=20.0, max_age=65.0)
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.cli import configure_logging, run_main  # noqa: E402
 
