@@ -18,6 +18,7 @@ from lib.core.evaluator import (FramePredictions, collect_predictions, compute_m
                                 write_results)
 from lib.core.trainer import (CHECKPOINT_BEST, CHECKPOINT_LAST, METRICS_FILE, HookBase, NonFiniteLossError,
                               atomic_torch_save, build_trainer, train)
+from lib.errors import UserError
 from lib.joints.conventions import SPIN49_TO_J14
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,10 +99,15 @@ def test_checkpoints_are_weights_only_and_written_atomically(toy_body_model_dir,
     cfg = tiny_cfg(toy_body_model_dir, data_root, tmp_path, "TRAIN.NUM_EPOCHS", "1", "TRAIN.NUM_ITERS_PER_EPOCH", "2")
     train(cfg, progress=False)
     run = tmp_path / "run"
-    for name in (CHECKPOINT_LAST, CHECKPOINT_BEST):
-        ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
-        assert ckpt["step"] == 2 and ckpt["iters_per_epoch"] == 2
-        assert {"model", "optimizer", "scheduler", "discriminator", "disc_optimizer", "rng", "config"} <= set(ckpt)
+    last = torch.load(run / CHECKPOINT_LAST, map_location="cpu", weights_only=True)
+    best = torch.load(run / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
+    assert last["step"] == best["step"] == 2 and last["iters_per_epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "discriminator", "disc_optimizer", "rng", "config"} <= set(last)
+    assert {"model", "discriminator", "config"} <= set(best) and "optimizer" not in best  # weights for eval/demo
+    for k, v in best["model"].items():
+        assert torch.equal(v, last["model"][k])
+    with pytest.raises(UserError, match="resume from last.pt"):
+        build_trainer(cfg, progress=False).load_checkpoint(run / CHECKPOINT_BEST)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     # A save that fails half-way leaves the previous file untouched and no temp file behind.
     before = (run / CHECKPOINT_LAST).read_bytes()
@@ -291,7 +297,6 @@ def test_entry_scripts_give_one_clear_line_for_user_errors(tmp_path):
 
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     from lib.core.evaluator import read_checkpoint
-    from lib.errors import UserError
 
     with pytest.raises(UserError, match="checkpoint not found: .*missing.pt"):
         read_checkpoint(tmp_path / "missing.pt")

@@ -126,6 +126,7 @@ def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared like any output
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -466,13 +467,13 @@ class Trainer:
         self._call("after_epoch")
 
     # ------------------------------------------------------------ checkpoints
-    def state_dict(self) -> Dict[str, object]:
-        """Everything a resume needs; tensors and plain Python values only."""
+    def state_dict(self, full: bool = True) -> Dict[str, object]:
+        """Everything a resume needs (``full``) or only the weights and bookkeeping
+        (best.pt: a third of the size, no optimiser moments); tensors and plain values only."""
         state = {
             "format": CHECKPOINT_FORMAT,
+            "full": bool(full),
             "model": _unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": int(self.step),
             "epoch_end_step": int(self.epoch_end_step),
             "epoch": int(self.step // self.iters_per_epoch),  # completed epochs
@@ -484,13 +485,18 @@ class Trainer:
         }
         if self.use_disc:
             state["discriminator"] = self.discriminator.state_dict()
-            state["disc_optimizer"] = self.disc_optimizer.state_dict()
-            state["disc_scheduler"] = self.disc_scheduler.state_dict() if self.disc_scheduler is not None else None
+        if full:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+            if self.use_disc:
+                state["disc_optimizer"] = self.disc_optimizer.state_dict()
+                state["disc_scheduler"] = (self.disc_scheduler.state_dict() if self.disc_scheduler is not None
+                                           else None)
         return state
 
-    def save_checkpoint(self, name: str = CHECKPOINT_LAST) -> Path:
+    def save_checkpoint(self, name: str = CHECKPOINT_LAST, full: bool = True) -> Path:
         """Write ``run_dir/name`` atomically (rank 0 only); returns the path."""
-        path = atomic_torch_save(self.state_dict(), self.run_dir / name)
+        path = atomic_torch_save(self.state_dict(full), self.run_dir / name)
         logger.debug("saved %s (step %d)", path, self.step)
         return path
 
@@ -499,6 +505,8 @@ class Trainer:
         ckpt = read_checkpoint(path, map_location="cpu")  # load_state_dict moves tensors to their parameters
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"{path}: not a pbn training checkpoint (format {ckpt.get('format')!r})")
+        if not ckpt.get("full", True) or "optimizer" not in ckpt:
+            raise UserError(f"{path}: holds only the model weights (like best.pt); resume from {CHECKPOINT_LAST}")
         if int(ckpt["iters_per_epoch"]) != self.iters_per_epoch:
             raise UserError(f"{path}: written with TRAIN.NUM_ITERS_PER_EPOCH {ckpt['iters_per_epoch']}, "
                             f"now {self.iters_per_epoch}; resume with the same value")
@@ -633,7 +641,7 @@ class _EvalCheckpointHook(HookBase):
             t.best_metric = metric
         if t.is_main:
             if improved:
-                t.save_checkpoint(CHECKPOINT_BEST)
+                t.save_checkpoint(CHECKPOINT_BEST, full=False)
                 logger.info("epoch %d: %s %.2f (best so far) -> %s", epoch_done, t.best_metric_name, metric,
                             t.run_dir / CHECKPOINT_BEST)
             if epoch_done % t.checkpoint_every == 0 or last or improved:
