@@ -67,3 +67,16 @@ def test_device_and_body_model_dir():
     assert config.resolve_device("auto") in ("cpu", "cuda")
     cfg = config.load_config(None, ["BODY_MODEL.KIND", "smpl"])
     assert config.body_model_dir(cfg) == Path("data/body_models/smpl")
+
+
+def test_entry_script_options_may_follow_the_overrides():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--no_progress", action="store_true")
+    config.add_config_arguments(parser)
+    args = parser.parse_args(["--cfg", str(ROOT / "configs" / "pbn.yaml"), "TRAIN.BATCH_SIZE", "8", "SEED", "-3",
+                              "--no_progress"])
+    assert args.no_progress
+    cfg = config.config_from_args(args)
+    assert cfg.TRAIN.BATCH_SIZE == 8 and cfg.SEED == -3

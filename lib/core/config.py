@@ -269,7 +269,8 @@ def resolve_device(name: str = "auto") -> str:
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--cfg FILE`` and trailing ``KEY VALUE`` overrides to an entry-script parser."""
     parser.add_argument("--cfg", type=str, default=None, help="YAML config file (see configs/)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+    # "*" rather than REMAINDER so the script's own options may come before or after.
+    parser.add_argument("opts", nargs="*", default=[],
                         help="config overrides as KEY VALUE pairs, e.g. TRAIN.BATCH_SIZE 8")
     return parser
 
