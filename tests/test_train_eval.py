@@ -19,7 +19,7 @@ from lib.core.evaluator import (FramePredictions, collect_predictions, compute_m
 from lib.core.trainer import (CHECKPOINT_BEST, CHECKPOINT_LAST, METRICS_FILE, HookBase, NonFiniteLossError,
                               atomic_torch_save, build_trainer, train)
 from lib.errors import UserError
-from lib.joints.conventions import SPIN49_TO_J14
+from lib.joints.conventions import H36M_TO_J14, SPIN49_TO_J14
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ = 8
@@ -187,6 +187,13 @@ class _Oracle(torch.nn.Module):
                          j3d, stb, None, torch.zeros(b, t, 49, 2), [])
 
 
+def _gt_rotations(data, sel):
+    from lib.geometry.rotations import axis_angle_to_matrix
+
+    rot = axis_angle_to_matrix(torch.from_numpy(np.asarray(data["pose"][sel], np.float32)).reshape(-1, 24, 3))
+    return rot[:, :1], rot[:, 1:]
+
+
 def _indexed_eval_set(data_root, tmp_path):
     """The test split with feature 0 = global frame index (what the oracle reads)."""
     from lib.dataset import SequenceDataset, load_dataset
@@ -209,8 +216,15 @@ def test_eval_of_ground_truth_is_zero_and_each_frame_is_scored_once(toy_body_mod
     assert fp.covered.all() and fp.gt_ok.all()  # every frame of every video (all >= 8 frames)
     res = compute_metrics(fp)
     m = res["metrics"]
-    for key in ("smpl/mpjpe", "smpl/pa_mpjpe", "smpl/pve", "smpl/accel", "stb/mpjpe", "stb/pa_mpjpe", "stb/accel"):
+    for key in ("smpl/mpjpe", "smpl/pa_mpjpe", "smpl/pve", "smpl/accel", "stb/mpjpe", "stb/pa_mpjpe", "stb/accel",
+                "smpl_h36m/mpjpe", "smpl_h36m/pa_mpjpe"):
         assert m[key] < 1e-2, (key, m[key])
+    # The published protocol regresses the joints from the meshes with the H36M regressor.
+    assert fp.branch_ok["smpl_h36m"].all()
+    gt_mesh = toy_body_model(*_gt_rotations(ds.data, slice(0, 3)), betas=torch.from_numpy(
+        np.asarray(ds.data["shape"][:3], np.float32))).vertices
+    np.testing.assert_allclose(fp.branch_gt["smpl_h36m"][:3],
+                               toy_body_model.h36m_joints(gt_mesh)[:, H36M_TO_J14].numpy(), atol=1e-5)
     assert res["num_frames_smpl"] == res["num_frames_3d"] == len(ds.data)
     assert "fused/mpjpe" not in m  # the oracle has no fusion output
 

@@ -28,6 +28,11 @@ Metrics (millimetres; lib.core.metrics does the arithmetic):
 Joint metrics count a frame when it is ``valid``, has 3D labels and all 14
 common joints are labelled. Branches: ``smpl`` (SMPL-branch joints), ``stb``
 (ST branch) and ``fused`` (fusion output), each when the model has it.
+
+``smpl_h36m`` is the published 3DPW protocol of HMR/SPIN/VIBE: on frames with
+ground-truth SMPL parameters, the 14 common joints are regressed with the H36M
+regressor from the predicted mesh and from the ground-truth mesh (the same
+body model), so the numbers are comparable with papers that follow it.
 """
 from __future__ import annotations
 
@@ -77,6 +82,10 @@ class FramePredictions:
     covered: np.ndarray
     starts: np.ndarray
     vid_names: List[str] = field(default_factory=list)
+    # branch -> (N, 14, 3) ground truth and (N,) mask for branches scored against
+    # other joints than ``gt_j14`` (``smpl_h36m``: joints regressed from meshes).
+    branch_gt: Dict[str, np.ndarray] = field(default_factory=dict)
+    branch_ok: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, object]:
@@ -160,6 +169,8 @@ def collect_predictions(model: torch.nn.Module, dataset, body_model, batch_size:
     gt_ok = np.zeros(n, bool)
     pve = np.full(n, np.nan)
     preds: Dict[str, np.ndarray] = {}
+    gt_h36m = np.zeros((n, 14, 3), np.float32)
+    ok_h36m = np.zeros(n, bool)
     model.eval()
     body_model = body_model.to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -182,11 +193,21 @@ def collect_predictions(model: torch.nn.Module, dataset, body_model, batch_size:
         # PVE on frames with SMPL ground truth (computed per window, kept for the chosen frames).
         smpl_ok = (batch["valid"].numpy() > 0) & (batch["has_smpl"].numpy() > 0)  # (B, T)
         frame_pve = np.full((b, t), np.nan)
+        frame_h36m_pred = np.zeros((b, t, 14, 3), np.float32)
+        frame_h36m_gt = np.zeros((b, t, 14, 3), np.float32)
+        frame_h36m_ok = np.zeros((b, t), bool)
         if out.vertices is not None and smpl_ok.any():
             sel = torch.from_numpy(smpl_ok.reshape(-1))
             gt_v = _gt_vertices(body_model, batch["pose"].reshape(b * t, 72)[sel].to(device, torch.float32),
                                 batch["shape"].reshape(b * t, 10)[sel].to(device, torch.float32))
             pred_v = out.vertices.reshape(b * t, -1, 3)[sel.to(out.vertices.device)].to(gt_v.dtype)
+            with torch.no_grad():
+                fsel = sel.numpy()
+                frame_h36m_pred.reshape(-1, 14, 3)[fsel] = (
+                    body_model.h36m_joints(pred_v)[:, H36M_TO_J14].float().cpu().numpy())
+                frame_h36m_gt.reshape(-1, 14, 3)[fsel] = (
+                    body_model.h36m_joints(gt_v)[:, H36M_TO_J14].float().cpu().numpy())
+                frame_h36m_ok.reshape(-1)[fsel] = True
             pred_v, gt_v = _mesh_centred(body_model, pred_v), _mesh_centred(body_model, gt_v)
             frame_pve.reshape(-1)[sel.numpy()] = metrics.pve(pred_v.float().cpu().numpy(),
                                                              gt_v.float().cpu().numpy())
@@ -201,12 +222,22 @@ def collect_predictions(model: torch.nn.Module, dataset, body_model, batch_size:
             gt_j14[fi] = j3d[i][take][:, SPIN49_TO_J14, :3]
             gt_ok[fi] = ok[i][take]
             pve[fi] = frame_pve[i][take]
+            if frame_h36m_ok[i].any():
+                if "smpl_h36m" not in preds:
+                    preds["smpl_h36m"] = np.full((n, 14, 3), np.nan, np.float32)
+                preds["smpl_h36m"][fi] = frame_h36m_pred[i][take]
+                gt_h36m[fi] = frame_h36m_gt[i][take]
+                ok_h36m[fi] = frame_h36m_ok[i][take]
             for name, j in branch_j14.items():
                 preds[name][fi] = j[i][take]
         w += b
     covered = np.isfinite(best)
     vid_names = [str(data["vid_name"][s]) for s in starts[:-1]]
-    return FramePredictions(gt_j14, gt_ok & covered, preds, pve, covered, starts, vid_names)
+    fp = FramePredictions(gt_j14, gt_ok & covered, preds, pve, covered, starts, vid_names)
+    if "smpl_h36m" in preds:
+        fp.branch_gt["smpl_h36m"] = gt_h36m
+        fp.branch_ok["smpl_h36m"] = ok_h36m & covered
+    return fp
 
 
 def compute_metrics(fp: FramePredictions) -> Dict[str, object]:
@@ -217,14 +248,15 @@ def compute_metrics(fp: FramePredictions) -> Dict[str, object]:
          "num_frames", "num_frames_evaluated", "num_frames_3d", "num_frames_smpl",
          "num_frames_skipped"}; a metric without any counted frame is NaN.
     """
-    ok = fp.gt_ok
     out: Dict[str, float] = {}
     per_video: Dict[str, Dict[str, float]] = {name: {} for name in fp.vid_names}
-    gt_c = _centred(fp.gt_j14[ok].astype(np.float64))
     for name, pred in fp.pred_j14.items():
+        gt_all = fp.branch_gt.get(name, fp.gt_j14)
+        ok = fp.branch_ok.get(name, fp.gt_ok)
+        gt_c = _centred(gt_all[ok].astype(np.float64))
         p = pred[ok].astype(np.float64)
         out[f"{name}/mpjpe"] = float(metrics.mpjpe(_centred(p), gt_c).mean()) if ok.any() else math.nan
-        out[f"{name}/pa_mpjpe"] = float(metrics.pa_mpjpe(p, fp.gt_j14[ok]).mean()) if ok.any() else math.nan
+        out[f"{name}/pa_mpjpe"] = float(metrics.pa_mpjpe(p, gt_all[ok]).mean()) if ok.any() else math.nan
         if name == "smpl":
             has = np.isfinite(fp.pve) & fp.covered
             out["smpl/pve"] = float(fp.pve[has].mean()) if has.any() else math.nan
@@ -233,11 +265,11 @@ def compute_metrics(fp: FramePredictions) -> Dict[str, object]:
             vok = ok[lo:hi]
             vname = fp.vid_names[v]
             if vok.any():
-                vp, vg = pred[lo:hi][vok].astype(np.float64), fp.gt_j14[lo:hi][vok].astype(np.float64)
+                vp, vg = pred[lo:hi][vok].astype(np.float64), gt_all[lo:hi][vok].astype(np.float64)
                 per_video[vname][f"{name}/pa_mpjpe"] = float(metrics.pa_mpjpe(vp, vg).mean())
             if hi - lo >= 3 and vok.sum() >= 3:
                 pv = np.where(vok[:, None, None], pred[lo:hi], 0.0)
-                gv = np.where(vok[:, None, None], fp.gt_j14[lo:hi], 0.0)
+                gv = np.where(vok[:, None, None], gt_all[lo:hi], 0.0)
                 acc = metrics.accel_error(_centred(pv), _centred(gv), valid=vok)
                 acc = acc[np.isfinite(acc)]
                 if acc.size:
@@ -246,9 +278,9 @@ def compute_metrics(fp: FramePredictions) -> Dict[str, object]:
         out[f"{name}/accel"] = float(np.concatenate(accels).mean()) if accels else math.nan
     return {
         "metrics": out,
-        "num_frames": int(len(ok)),
+        "num_frames": int(len(fp.gt_ok)),
         "num_frames_evaluated": int(fp.covered.sum()),
-        "num_frames_3d": int(ok.sum()),
+        "num_frames_3d": int(fp.gt_ok.sum()),
         "num_frames_smpl": int((np.isfinite(fp.pve) & fp.covered).sum()),
         "num_frames_skipped": int((~fp.covered).sum()),
         "per_video": {k: v for k, v in per_video.items() if v},
@@ -270,15 +302,15 @@ def evaluate(model: torch.nn.Module, dataset, body_model, batch_size: int = 32,
 def format_table(results: Dict[str, object]) -> str:
     """A plain-text table: one row per branch, one column per metric (mm)."""
     m = results["metrics"]
-    branches = [b for b in BRANCHES if any(k.startswith(b + "/") for k in m)]
-    head = f"{'branch':<8}" + "".join(f"{name:>10}" for name in METRIC_NAMES)
+    branches = [b for b in (*BRANCHES, "smpl_h36m") if any(k.startswith(b + "/") for k in m)]
+    head = f"{'branch':<10}" + "".join(f"{name:>10}" for name in METRIC_NAMES)
     rows = [head, "-" * len(head)]
     for b in branches:
         cells = []
         for name in METRIC_NAMES:
             v = m.get(f"{b}/{name}")
             cells.append(f"{'-':>10}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>10.1f}")
-        rows.append(f"{b:<8}" + "".join(cells))
+        rows.append(f"{b:<10}" + "".join(cells))
     rows.append(f"frames: {results['num_frames_3d']} with 3D, {results['num_frames_smpl']} with SMPL, "
                 f"{results['num_frames_skipped']} skipped of {results['num_frames']} (mm; accel mm/frame^2)")
     return "\n".join(rows)
