@@ -1,7 +1,7 @@
 """Benchmark the demo on the sample video: per-stage ms/frame and end-to-end fps,
 without and with rendering.
 
-    python -m scripts.bench_demo [--max_frames 200] [--vid_file data/assets/videos/vtest.avi]
+    python scripts/bench_demo.py [--max_frames 200] [--vid_file data/assets/videos/vtest.avi]
 
 Prints a table per run (front-end sub-stages may overlap: they run in threads) and
 ends with one line ``RESULT {json}``. One-time import costs are timed apart.

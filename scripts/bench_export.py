@@ -1,7 +1,7 @@
 """Benchmark: export of one 300-frame track (target: GLB < 2 s).
 
-    python -m scripts.bench_export                 # open body model, GLB + BVH
-    python -m scripts.bench_export --formats glb,bvh,obj,fbx --frames 300
+    python scripts/bench_export.py                 # open body model, GLB + BVH
+    python scripts/bench_export.py --formats glb,bvh,obj,fbx --frames 300
 
 Uses data/body_models/<kind>; when that model is missing it falls back to the
 tiny test model (reported as "model": "toy", not comparable). Prints the

@@ -11,7 +11,7 @@ costs. The models are timed in turns (pbn, vibe, pbn, ...) and the best of
 ``--repeats`` runs is reported next to the median, so load from other
 processes on a shared CPU hits both alike. Ends with one ``RESULT {json}`` line.
 
-    python -m scripts.bench_model [--batch 32] [--frames 16] [--repeats 7]
+    python scripts/bench_model.py [--batch 32] [--frames 16] [--repeats 7]
     (or PYTHONPATH=. python scripts/bench_model.py; run from the repository root)
 """
 from __future__ import annotations

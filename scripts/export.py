@@ -1,7 +1,7 @@
 """Export demo results (results.npz) to GLB, FBX, OBJ sequences or BVH.
 
-    python -m scripts.export output/vtest/results.npz --format glb,fbx --out output/vtest/export
-    python -m scripts.export RESULTS.npz --format glb --tracks 1 4 --combined
+    python scripts/export.py output/vtest/results.npz --format glb,fbx --out output/vtest/export
+    python scripts/export.py RESULTS.npz --format glb --tracks 1 4 --combined
 
 Run from the repository root (or PYTHONPATH=. python scripts/export.py ...).
 FBX needs Blender's bpy in its own environment: bash scripts/install_fbx.sh.

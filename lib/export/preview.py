@@ -3,7 +3,7 @@
 The GLB is read back from its own accessors and posed with linear blend
 skinning at the requested times (what a glTF viewer does), so the picture
 shows the file, not our in-memory bodies. Used for the screenshot in
-doc/export.md and by ``python -m scripts.export --preview``.
+doc/export.md and by ``python scripts/export.py --preview``.
 Headless machines need ``PYOPENGL_PLATFORM=egl`` (set by default here).
 """
 from __future__ import annotations
