@@ -240,7 +240,8 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
             from lib.export import export_results
 
             t0 = time.perf_counter()
-            exports = export_results(results_path, opts.export, out_dir, body_model=bm)
+            exports = export_results(results_path, opts.export, out_dir, body_model=bm,
+                                     combined=bool(cfg.EXPORT.COMBINED))
             stage["export"] = time.perf_counter() - t0
 
     fit_err = _fit_error(track_results)
