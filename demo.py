@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=None, help="crops per network batch (pbn estimator)")
     p.add_argument("--no_render", action="store_true", help="skip the overlay video")
     p.add_argument("--side_view", action="store_true", help="add a side view next to the overlay")
-    p.add_argument("--export", default=None, help="extra exports, comma-separated: glb,fbx,obj,bvh")
+    p.add_argument("--export", default=None, help="exports, comma-separated: glb,fbx,obj,bvh, or none (default: DEMO.EXPORT = glb)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     add_config_arguments(p)
     return p.parse_args(argv)

@@ -159,7 +159,7 @@ _C.DEMO.RUN_SMPLIFY = False  # refine the network output with Temporal SMPLify (
 _C.DEMO.BATCH_SIZE = 64  # crops per network batch for the "pbn" estimator
 _C.DEMO.RENDER = True  # render the overlay video (demo.py --no_render turns it off)
 _C.DEMO.SIDE_VIEW = False  # add a side view (bodies turned 90 deg about the vertical) next to the overlay
-_C.DEMO.EXPORT = []  # extra exports after the run: any of "glb", "fbx", "obj"
+_C.DEMO.EXPORT = ["glb"]  # exports after the run: any of "glb", "fbx", "obj", "bvh" (demo.py --export none: none)
 
 # ---------------------------------------------------------------- Temporal SMPLify (lib/smplify)
 _C.SMPLIFY = CN()

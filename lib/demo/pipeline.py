@@ -96,7 +96,7 @@ def options_from_args(cfg, args) -> DemoOptions:
         except ValueError:
             raise UserError(f"--tracks expects comma-separated track ids like 1,4,7; got {args.tracks!r}") from None
     export = args.export if args.export is not None else ",".join(cfg.DEMO.EXPORT)
-    export = [e.strip().lower() for e in str(export).split(",") if e.strip()]
+    export = [e.strip().lower() for e in str(export).split(",") if e.strip() and e.strip().lower() != "none"]
     bad = [e for e in export if e not in EXPORT_CHOICES]
     if bad:
         raise UserError(f"--export: unknown format(s) {', '.join(bad)}; choose from {', '.join(EXPORT_CHOICES)}")
