@@ -14,10 +14,11 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from typing import Any, Dict
 
 import numpy as np
+
+from lib.atomic_io import atomic_write_bytes  # noqa: F401  (re-exported)
 
 
 class ChumpyShim:
@@ -135,23 +136,3 @@ def dump_portable_pickle(obj: Dict[str, Any], path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     _PortablePickler(buf, protocol=4).dump(obj)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp makes owner-only files; give the usual permissions (umask applies).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

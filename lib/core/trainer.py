@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
@@ -46,6 +45,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lib.atomic_io import atomic_write
 from tqdm import tqdm
 
 from lib.core.evaluator import load_model_weights, read_checkpoint  # noqa: F401 (re-exported)
@@ -118,21 +119,7 @@ def set_rng_state(state: Mapping[str, object]) -> None:
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save`` into a temporary file next to ``path``, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_optimizer(kind: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -114,9 +114,6 @@ def save_results(path: str | os.PathLike, results: DemoResults) -> Path:
     np.savez_compressed(buf, **arrays)
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # the temp file was private (mkstemp); give it normal permissions
     return path
 
 

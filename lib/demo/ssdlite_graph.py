@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from lib.atomic_io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
@@ -354,7 +356,7 @@ def ensure_text_graph(pb_path: os.PathLike, settings: Optional[SSDSettings] = No
     text = generate_text_graph(pb_path, settings)
     for cand in candidates:
         try:
-            _atomic_write_text(cand, text)
+            atomic_write_text(cand, text)
             logger.info("wrote OpenCV text graph %s", cand)
             return cand
         except OSError as err:
@@ -362,17 +364,3 @@ def ensure_text_graph(pb_path: os.PathLike, settings: Optional[SSDSettings] = No
     raise OSError(f"cannot write the text graph for {pb_path} (tried {', '.join(map(str, candidates))})")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from lib.atomic_io import atomic_write  # noqa: F401  (used by the writers)
 from lib.body_models.layer import NUM_JOINTS, BodyModelLayer
 from lib.errors import UserError
 from lib.geometry.rotations import axis_angle_to_matrix
@@ -317,27 +317,6 @@ def continuous_quaternions(quat: np.ndarray) -> np.ndarray:
     flips = np.where(dots < 0, -1.0, 1.0)
     signs = np.concatenate([np.ones((1,) + flips.shape[1:]), np.cumprod(flips, axis=0)], 0)
     return quat * signs[..., None]
-
-
-def atomic_write(path: str | os.PathLike, write_fn, suffix: str = "") -> Path:
-    """Call ``write_fn(tmp_path)`` then move the file into place, so a crash
-    never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-    os.close(fd)
-    try:
-        # mkstemp makes the file private; give it the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        write_fn(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def track_stem(results: Results, track_id: str) -> str:
