@@ -85,10 +85,12 @@ class BlazePoseLandmarks:
         model_path: the ``.tflite`` file.
         margin: crop side as a multiple of the longer box side.
         num_threads: TFLite interpreter threads.
-        max_batch: crops per interpreter call (the input is resized to the batch).
+        max_batch: crops per interpreter call (the input is resized to the batch). 1 by
+            default: measured with XNNPACK here, a batch of 8 costs 11.9 ms CPU per crop
+            against 9.8 ms one at a time.
     """
 
-    def __init__(self, model_path: Path, margin: float = 1.25, num_threads: int = 1, max_batch: int = 16):
+    def __init__(self, model_path: Path, margin: float = 1.25, num_threads: int = 1, max_batch: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = Path(model_path)
