@@ -50,3 +50,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_dir(folder: str | os.PathLike, write_fn: Callable[[Path], None]) -> Path:
+    """Call ``write_fn(tmp_folder)`` to fill a temporary folder next to ``folder``,
+    then swap it in: an existing ``folder`` is replaced as a whole, and a failed
+    write leaves the old one (or none) in place."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        write_fn(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if folder.exists():
+            trash = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, trash / "old")
+            os.replace(tmp, folder)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

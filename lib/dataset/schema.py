@@ -43,13 +43,12 @@ import json
 import logging
 import mmap
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
+from lib.atomic_io import atomic_write_dir
 from lib.errors import MissingAssetError, UserError
 
 logger = logging.getLogger(__name__)
@@ -139,22 +138,12 @@ def write_dataset(folder: str | os.PathLike, fields: Mapping[str, np.ndarray], m
         num_videos=int(len(video_starts(arrays["vid_name"])) - 1) if n else 0,
         labelled=sorted(k for k in arrays if k not in BOOKKEEPING),
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    try:
+    def write(tmp: Path) -> None:
         for k, v in arrays.items():
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(v), allow_pickle=False)
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1, sort_keys=True))
-        if folder.exists():
-            old = folder.parent / f".old-{folder.name}-{os.getpid()}"
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(folder, write)
     logger.info("wrote %s: %d frames, %d videos, fields %s", folder, n, full_meta["num_videos"], ", ".join(arrays))
     return folder
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lib.atomic_io import atomic_write_dir
 
 logger = logging.getLogger(__name__)
 
@@ -24,24 +24,14 @@ def write_obj_sequence(folder: str | os.PathLike, vertices: np.ndarray, faces: n
 
     An existing ``folder`` is replaced as a whole.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        face_block = "".join(f"f {a} {b} {c}\n" for a, b, c in (np.asarray(faces, dtype=np.int64) + 1))
-        vert_fmt = "v %.6f %.6f %.6f\n" * vertices.shape[1]
+    face_block = "".join(f"f {a} {b} {c}\n" for a, b, c in (np.asarray(faces, dtype=np.int64) + 1))
+    vert_fmt = "v %.6f %.6f %.6f\n" * vertices.shape[1]
+
+    def write(tmp: Path) -> None:
         for verts, fid in zip(vertices, frame_ids):
             text = f"# pbn body, video frame {int(fid)}, metres, y up\n" + vert_fmt % tuple(verts.ravel()) + face_block
             (tmp / f"frame_{int(fid):06d}.obj").write_text(text, encoding="ascii")
-        if folder.exists():
-            trash = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
-            os.replace(folder, trash / "old")
-            os.replace(tmp, folder)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    folder = atomic_write_dir(folder, write)
     logger.info("wrote %d OBJ frames to %s", len(frame_ids), folder)
     return folder
