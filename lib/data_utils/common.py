@@ -27,6 +27,17 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def load_mat(path: Path, what: str) -> Dict[str, Any]:
+    """A MATLAB v5 ``.mat`` file as a dict (scipy.io.loadmat); a file scipy cannot
+    read raises naming it as ``what`` (e.g. "MATLAB label file")."""
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(path)
+    except (ValueError, NotImplementedError, OSError) as err:
+        raise ConverterError(f"{path}: not a {what} ({err})") from None
+
+
 def require_keys(data: Mapping, keys: Iterable[str], where: str) -> None:
     """Raise naming the first missing key of ``data`` (read from ``where``)."""
     for k in keys:

@@ -31,7 +31,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from lib.data_utils.common import ConverterError, concat_parts, require_dir, require_keys, require_shape
+from lib.data_utils.common import ConverterError, concat_parts, load_mat, require_dir, require_keys, require_shape
 from lib.data_utils.motion_utils import bbox_from_keypoints
 from lib.joints.conventions import convert_kps
 
@@ -61,8 +61,6 @@ def _frames_first(arr: np.ndarray, dims: int) -> np.ndarray:
 
 
 def convert_train(raw_dir: str, cameras: Sequence[int] = TRAIN_CAMERAS, frame_step: int = 1) -> Dict[str, np.ndarray]:
-    import scipy.io
-
     root = require_dir(raw_dir, "mpi_inf_3dhp raw_dir")
     files = sorted(root.glob("S*/Seq*/annot.mat"))
     if not files:
@@ -70,10 +68,7 @@ def convert_train(raw_dir: str, cameras: Sequence[int] = TRAIN_CAMERAS, frame_st
     parts: Dict[str, List[np.ndarray]] = {}
     for f in files:
         where = str(f)
-        try:
-            mat = scipy.io.loadmat(f)
-        except (ValueError, NotImplementedError, OSError) as err:
-            raise ConverterError(f"{where}: not a MATLAB v5 annot.mat ({err})") from None
+        mat = load_mat(f, "MATLAB v5 annot.mat")
         require_keys(mat, ("annot2", "annot3"), where)
         a2, a3 = np.asarray(mat["annot2"]).reshape(-1), np.asarray(mat["annot3"]).reshape(-1)
         subj, seq = f.parent.parent.name, f.parent.name

@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from lib.data_utils.common import ConverterError, concat_parts, require_dir, require_keys, require_shape
+from lib.data_utils.common import ConverterError, concat_parts, load_mat, require_dir, require_keys, require_shape
 from lib.data_utils.motion_utils import bbox_from_keypoints
 from lib.joints.conventions import convert_kps
 
@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 
 def convert(raw_dir: str, split: str = "all") -> Dict[str, np.ndarray]:
-    import scipy.io
-
     if split not in ("all", "train", "test"):
         raise ConverterError(f"penn_action: unknown split {split!r}; choose all, train or test")
     root = require_dir(raw_dir, "penn_action raw_dir")
@@ -38,10 +36,7 @@ def convert(raw_dir: str, split: str = "all") -> Dict[str, np.ndarray]:
     parts: Dict[str, List[np.ndarray]] = {}
     for f in files:
         where = str(f)
-        try:
-            mat = scipy.io.loadmat(f)
-        except (ValueError, NotImplementedError, OSError) as err:
-            raise ConverterError(f"{where}: not a MATLAB label file ({err})") from None
+        mat = load_mat(f, "MATLAB label file")
         require_keys(mat, ("x", "y", "visibility"), where)
         if split != "all" and "train" in mat:
             flag = int(np.asarray(mat["train"]).reshape(-1)[0])
