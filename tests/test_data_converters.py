@@ -212,6 +212,11 @@ def test_penn_action(tmp_path):
     fx.write_penn(tmp_path / "bad2", drop_key="visibility")
     with pytest.raises(ConverterError, match="visibility"):
         prepare("penn_action", str(tmp_path / "bad2"), str(tmp_path / "out"))
+    corrupt = tmp_path / "corrupt" / "labels"
+    corrupt.mkdir(parents=True)
+    (corrupt / "0001.mat").write_bytes(b"this is not a MATLAB file")
+    with pytest.raises(ConverterError, match=r"0001\.mat: not a MATLAB label file"):
+        prepare("penn_action", str(tmp_path / "corrupt"), str(tmp_path / "out"))
 
 
 # --------------------------------------------------------------------------- PoseTrack
