@@ -147,10 +147,11 @@ _C.DEMO = CN()
 # --- front-end
 _C.DEMO.DETECTOR = "ssdlite"  # person detector: "ssdlite" (OpenCV DNN) or "hog" (OpenCV 4.x only)
 _C.DEMO.KEYPOINT_MODEL = "blazepose"  # 2D keypoints: "blazepose" (full) or "blazepose_lite" (~30% faster per person)
-_C.DEMO.TILE_EVERY = 5  # run the 2x2-tiled detection (finds small people, ~5x cost) every N frames; 0 = never
+_C.DEMO.TILE_EVERY = 3  # run the 2x2-tiled detection (finds small people, ~5x cost) every N frames; 0 = never
 _C.DEMO.DETECT_THRESHOLD = 0.15  # lowest detection score kept; scores below NEW_TRACK_THRESHOLD only extend tracks
 _C.DEMO.NEW_TRACK_THRESHOLD = 0.5  # lowest detection score that starts a new track
 _C.DEMO.MAX_LOST_SECONDS = 1.5  # a track unseen this long ends; shorter occlusions keep the id
+_C.DEMO.STITCH_SECONDS = 2.0  # after tracking, join pieces of one person's track across gaps up to this long; 0 = off
 _C.DEMO.MIN_TRACK_LEN = None  # drop tracks shorter than this many frames; None = half a second of video
 _C.DEMO.NUM_THREADS = 0  # OpenCV/TFLite threads for the front-end; 0 = library defaults
 # --- back-end

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -74,6 +74,49 @@ def nms(dets: np.ndarray, iou_threshold: float = 0.5, containment_threshold: flo
     return dets[keep]
 
 
+def group_boxes(dets: np.ndarray, cover: float = 0.75, min_share: float = 0.2, height_ratio: float = 0.75,
+                max_pair_iou: float = 0.4, same_iou: float = 0.6) -> np.ndarray:
+    """Which boxes lie across two people: (K,) bool over (K, >=4) x1, y1, x2, y2 rows.
+
+    Detectors often put one box around, or between, two people walking side
+    by side, next to (or instead of) the people's own boxes. A box counts as
+    such a group box when two other boxes of about its height (ratio within
+    ``height_ratio`` .. 1 / ``height_ratio``, mostly level with it) that
+    overlap each other little (IoU below ``max_pair_iou``) stand on either
+    side of its centre and together span ``cover`` of its width, each at
+    least ``min_share`` of it, neither matching it (IoU ``same_iou`` or more:
+    then it is that person's box). Part boxes (a head, the legs) are too short
+    to count, and one person behind another overlaps too much to count.
+    """
+    b = np.asarray(dets, np.float64)
+    b = b.reshape(len(b), -1)[:, :4] if len(b) else np.zeros((0, 4))
+    flags = np.zeros(len(b), bool)
+    if len(b) < 3:
+        return flags
+    iou = box_iou(b, b)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    cx = (b[:, 0] + b[:, 2]) / 2
+    ov_x = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ov_y = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    for j in range(len(b)):
+        ratio = h / max(h[j], 1e-9)
+        members = [i for i in range(len(b)) if i != j and height_ratio <= ratio[i] <= 1.0 / height_ratio
+                   and ov_y[i, j] >= 0.6 * min(h[i], h[j]) and ov_x[i, j] >= min_share * w[j]
+                   and iou[i, j] < same_iou]
+        for k, m1 in enumerate(members):
+            for m2 in members[k + 1:]:
+                if iou[m1, m2] >= max_pair_iou or not min(cx[m1], cx[m2]) <= cx[j] <= max(cx[m1], cx[m2]):
+                    continue
+                # share of box j's width spanned by the two: |j^m1| + |j^m2| - |j^m1^m2| along x
+                both = max(min(b[j, 2], b[m1, 2], b[m2, 2]) - max(b[j, 0], b[m1, 0], b[m2, 0]), 0.0)
+                if ov_x[m1, j] + ov_x[m2, j] - both >= cover * w[j]:
+                    flags[j] = True
+                    break
+            if flags[j]:
+                break
+    return flags
+
+
 def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     """(..., 4) x1, y1, x2, y2 -> cx, cy, w, h."""
     b = np.asarray(boxes, np.float32)
@@ -86,6 +129,13 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, np.float32)
     return np.stack([b[..., 0] - b[..., 2] / 2, b[..., 1] - b[..., 3] / 2,
                      b[..., 0] + b[..., 2] / 2, b[..., 1] + b[..., 3] / 2], axis=-1)
+
+
+
+def merge_detections(dets: np.ndarray, nms_iou: float = 0.5, containment_threshold: float = 0.0) -> np.ndarray:
+    """Drop group boxes (:func:`group_boxes`), then NMS: the person boxes of one frame."""
+    dets = np.asarray(dets, np.float32).reshape(-1, 5)
+    return nms(dets[~group_boxes(dets)], nms_iou, containment_threshold)
 
 
 # ---------------------------------------------------------------- SSDLite via OpenCV DNN
@@ -147,8 +197,12 @@ class SSDLiteDetector:
         return cv2.warpAffine(frame, mat, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def _run(self, frame: np.ndarray, windows: Sequence[Tuple[int, int, int, int]]) -> np.ndarray:
-        """Detections of all windows (one batch), mapped to frame pixels: (K, 5)."""
+    def _run(self, frame: np.ndarray, windows: Sequence[Tuple[int, int, int, int]], tiles: bool = False
+             ) -> np.ndarray:
+        """Detections of all windows (one batch), mapped to frame pixels: (K, 5).
+
+        ``tiles``: the windows are tiles of the frame; boxes cut by an inner tile edge are dropped.
+        """
         s = self.input_size
         if self._blob.shape[0] != len(windows):
             self._blob = np.zeros((len(windows), 3, s, s), np.float32)
@@ -167,21 +221,52 @@ class SSDLiteDetector:
         x2 = win[:, 0] + out[:, 5].clip(0, 1) * win[:, 2]
         y2 = win[:, 1] + out[:, 6].clip(0, 1) * win[:, 3]
         dets = np.stack([x1, y1, x2, y2, out[:, 2]], axis=1).astype(np.float32)
-        return dets[(y2 - y1) >= self.min_box_height]
+        keep = (y2 - y1) >= self.min_box_height
+        if tiles:
+            keep &= ~_cut_by_window(out[:, 3:7], win, frame.shape[1], frame.shape[0])
+        return dets[keep]
 
-    def detect(self, frame_rgb: np.ndarray, tiled: bool = False) -> np.ndarray:
+    @property
+    def num_tiles(self) -> int:
+        return self.tile_grid * self.tile_grid
+
+    def detect(self, frame_rgb: np.ndarray, tiled: Union[bool, Sequence[int]] = False) -> np.ndarray:
         """Person boxes (K, 5) float32 x1, y1, x2, y2, score in pixels.
 
-        ``tiled`` adds the 2x2 tiles (about 5x the cost) and merges with NMS,
-        dropping tile boxes mostly inside a kept box (people cut by a tile edge).
+        ``tiled``: True adds every tile of the ``tile_grid`` x ``tile_grid``
+        half-overlapping grid to the full frame (about 5x the cost), a list of
+        tile indices adds those tiles only. Tile boxes cut by an inner tile edge
+        are dropped (a neighbouring tile sees the whole person), then boxes are
+        merged (:func:`merge_detections`), tile boxes mostly inside a kept box
+        (parts of a person) included.
         """
         frame = _as_rgb(frame_rgb)
         h, w = frame.shape[:2]
-        full = self._run(frame, [(0, 0, w, h)])
-        if not tiled:
-            return nms(full, self.nms_iou)
-        tiles = self._run(frame, tile_windows(w, h, self.tile_grid, self.tile_overlap))
-        return nms(np.concatenate([full, tiles]), self.nms_iou, containment_threshold=0.7)
+        dets = self._run(frame, [(0, 0, w, h)])
+        if tiled is True:
+            tiled = range(self.num_tiles)
+        chosen = sorted({int(k) for k in tiled}) if tiled is not False else []
+        if chosen:
+            windows = tile_windows(w, h, self.tile_grid, self.tile_overlap)
+            dets = np.concatenate([dets, self._run(frame, [windows[k] for k in chosen], tiles=True)])
+        return merge_detections(dets, self.nms_iou, containment_threshold=0.7 if chosen else 0.0)
+
+
+def _cut_by_window(norm_boxes: np.ndarray, windows: np.ndarray, width: int, height: int,
+                   tol: float = 0.01) -> np.ndarray:
+    """Which tile boxes touch an inner edge of their tile: (K,) bool.
+
+    Such a box shows the part of a person inside the tile. Neighbouring tiles
+    overlap by half a tile, so a person smaller than that is whole in one of
+    them, and the full-frame pass sees the larger ones.
+
+    Args:
+        norm_boxes: (K, 4) x1, y1, x2, y2 as fractions of the window.
+        windows: (K, 4) x0, y0, w, h of each box's window in frame pixels.
+    """
+    x0, y0, w, h = windows.T
+    return (((norm_boxes[:, 0] <= tol) & (x0 > 0)) | ((norm_boxes[:, 1] <= tol) & (y0 > 0))
+            | ((norm_boxes[:, 2] >= 1 - tol) & (x0 + w < width)) | ((norm_boxes[:, 3] >= 1 - tol) & (y0 + h < height)))
 
 
 class HOGDetector:

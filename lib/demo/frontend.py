@@ -75,15 +75,44 @@ def frontend_kwargs(cfg) -> dict:
     """Keyword arguments of :func:`run_frontend` from the ``DEMO`` config section."""
     d = cfg.DEMO
     return dict(detector=d.get("DETECTOR", "ssdlite"), keypoint_model=d.get("KEYPOINT_MODEL", "blazepose"),
-                tile_every=int(d.get("TILE_EVERY", 5)),
+                tile_every=int(d.get("TILE_EVERY", 3)),
                 detect_threshold=float(d.get("DETECT_THRESHOLD", 0.15)),
                 new_track_threshold=float(d.get("NEW_TRACK_THRESHOLD", 0.5)),
                 max_lost_seconds=float(d.get("MAX_LOST_SECONDS", 1.5)),
+                stitch_seconds=float(d.get("STITCH_SECONDS", 2.0)),
                 min_track_len=d.get("MIN_TRACK_LEN", None),
                 num_threads=int(d.get("NUM_THREADS", 0)) or None)
 
 
 _END = object()
+GAP_CONFIDENCE = 0.2  # confidence factor of keypoints carried across a stitched gap
+
+
+def _fill_gaps(values: np.ndarray, have: np.ndarray, conf_scale: Optional[float] = None) -> np.ndarray:
+    """Linear interpolation over the frames without values (``have`` False), per channel.
+
+    With ``conf_scale`` the last channel is a confidence: filled frames get the
+    interpolated confidence times ``conf_scale``. Frames before the first or
+    after the last valued frame take the nearest value.
+    """
+    out = values.copy()
+    idx = np.nonzero(have)[0]
+    miss = np.nonzero(~have)[0]
+    flat = out.reshape(len(out), -1)
+    for c in range(flat.shape[1]):
+        flat[miss, c] = np.interp(miss, idx, flat[idx, c])
+    if conf_scale is not None:
+        out[miss, ..., -1] *= conf_scale
+    return out
+
+
+def tiles_for_frame(n: int, tile_every: int, num_tiles: int) -> List[int]:
+    """Tiles to detect on the ``n``-th frame: tile ``k`` every ``tile_every`` frames, the tiles
+    staggered over those frames so that each frame pays about the same (``num_tiles / tile_every``
+    tiles, e.g. one tile per frame for 4 tiles every 4 frames)."""
+    if tile_every <= 0 or num_tiles <= 0:
+        return []
+    return [k for k in range(num_tiles) if (n - (k * tile_every) // num_tiles) % tile_every == 0]
 
 
 def _detect_stream(frames_iter, det, tile_every: int, pipelined: bool):
@@ -102,7 +131,7 @@ def _detect_stream(frames_iter, det, tile_every: int, pipelined: bool):
             except StopIteration:
                 return
             t1, c1 = time.perf_counter(), time.thread_time()
-            tiled = tile_every > 0 and (n % tile_every == 0)
+            tiled = tiles_for_frame(n, tile_every, getattr(det, "num_tiles", 0))
             dets = det.detect(frame, tiled=tiled)
             n += 1
             yield idx, frame, dets, tiled, (t1 - t0, time.perf_counter() - t1), (c1 - c0, time.thread_time() - c1)
@@ -148,8 +177,8 @@ def _detect_stream(frames_iter, det, tile_every: int, pipelined: bool):
 
 def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/assets", start_frame: int = 0,
                  max_frames: Optional[int] = None, min_track_len: Optional[int] = None, progress: bool = True,
-                 keypoint_model: str = "blazepose", tile_every: int = 5, detect_threshold: float = 0.15,
-                 new_track_threshold: float = 0.5, max_lost_seconds: float = 1.5,
+                 keypoint_model: Optional[str] = "blazepose", tile_every: int = 3, detect_threshold: float = 0.15,
+                 new_track_threshold: float = 0.5, max_lost_seconds: float = 1.5, stitch_seconds: float = 2.0,
                  num_threads: Optional[int] = None, smooth: bool = True, pipelined: Optional[bool] = None,
                  detector_kwargs: Optional[dict] = None, keypoint_kwargs: Optional[dict] = None
                  ) -> FrontendResult:
@@ -163,12 +192,15 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
         min_track_len: tracks spanning fewer frames are dropped; None = half a
             second of video (at least 3 frames).
         progress: show a tqdm bar.
-        keypoint_model: keypoint model registry name.
+        keypoint_model: keypoint model registry name; None = boxes only (keypoints
+            left at zero confidence), for detection and tracking benchmarks.
         tile_every: run the tiled (small-people) detection every this many
             frames; 0 = never, 1 = always.
         detect_threshold: lowest detection score kept (low scores only extend tracks).
         new_track_threshold: lowest score that starts a track.
         max_lost_seconds: a track missing this long is ended (occlusions shorter keep their id).
+        stitch_seconds: after the pass, link track pieces of one person across gaps up to
+            this long (:func:`lib.demo.tracking.stitch_tracks`); 0 = off.
         num_threads: OpenCV / TFLite threads each (None = 1 each when pipelined, else
             OpenCV's default and 1 for TFLite).
         smooth: smooth boxes and keypoints.
@@ -183,7 +215,7 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
     from lib.demo.detection import build_detector
     from lib.demo.filters import smooth_keypoints
     from lib.demo.keypoints import build_keypoint_model
-    from lib.demo.tracking import Tracker, finalize_boxes
+    from lib.demo.tracking import Tracker, finalize_boxes, is_static_clutter, merge_tracks, stitch_tracks
 
     import os
 
@@ -200,7 +232,7 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
     det = build_detector(detector, asset_root=asset_root, **det_kw)
     kp_kw = dict(keypoint_kwargs or {})
     kp_kw.setdefault("num_threads", int(num_threads) if num_threads else 1)
-    kpm = build_keypoint_model(keypoint_model, asset_root=asset_root, **kp_kw)
+    kpm = build_keypoint_model(keypoint_model, asset_root=asset_root, **kp_kw) if keypoint_model else None
     tile_every = max(int(tile_every), 0)
     if min_track_len is None:
         min_track_len = max(3, int(round(0.5 * fps)))
@@ -232,7 +264,7 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
     bar = tqdm(total=total, desc="detect+track+keypoints", unit="frame", disable=not progress)
     try:
         for idx, frame, dets, tiled, (t_dec, t_det), (c_dec, c_det) in stream:
-            n_tiled += int(tiled)
+            n_tiled += len(tiled)
             t2, c2 = time.perf_counter(), time.thread_time()
             if len(dets):
                 det_rows.append(np.concatenate([np.full((len(dets), 1), idx, np.float32), dets], axis=1))
@@ -241,7 +273,7 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
             for tid in [t for t in pending if t not in live]:
                 del pending[tid]  # the track ended: its uncertain frames are dropped
             t3, c3 = time.perf_counter(), time.thread_time()
-            if states:
+            if states and kpm is not None:
                 crops, mats = kpm.make_crops(frame, np.stack([s.box for s in states]).astype(np.float32))
                 run: List[tuple] = []  # (track id, frame, crop, mat)
                 for k, s in enumerate(states):
@@ -272,20 +304,31 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
 
     t0 = time.perf_counter()
     sigma = 0.5 * fps / 10.0 if smooth else 0.0  # ~50 ms of Gaussian smoothing on the boxes
-    finished = sorted((t for t in tracker.all_tracks() if t.confirmed), key=lambda t: (min(t.raw), t.track_id))
+    confirmed = [t for t in tracker.all_tracks() if t.confirmed]
+    people = [t for t in confirmed if not is_static_clutter(t)]
+    n_clutter = len(confirmed) - len(people)
+    chains = stitch_tracks(people, max_gap=int(round(stitch_seconds * fps))) if stitch_seconds > 0 \
+        else [[t] for t in people]
+    merged = sorted(((merge_tracks(c), c) for c in chains), key=lambda mc: (min(mc[0].raw), mc[0].track_id))
     tracks: Dict[int, TrackData] = {}
-    for t in finished:
+    for t, chain in merged:
         fin = finalize_boxes(t, min_track_len, smooth_sigma=sigma)
         if fin is None:
             continue
         frames, boxes, detected = fin
-        store = kp_store.get(t.track_id, {})
+        store = {f: v for piece in chain for f, v in kp_store.get(piece.track_id, {}).items()}
         kp = np.zeros((len(frames), 49, 3), np.float32)
         lm = np.zeros((len(frames), 33, 3), np.float32)
         wl = np.zeros((len(frames), 33, 3), np.float32)
+        have = np.zeros(len(frames), bool)
         for i, f in enumerate(frames.tolist()):
             if f in store:
                 kp[i], lm[i], wl[i] = store[f]
+                have[i] = True
+        if len(chain) > 1 and have.any() and not have.all():
+            # Frames of a stitched gap have no keypoints: carry the neighbours' across,
+            # weakly trusted (the fitter leans on temporal smoothness there).
+            kp, wl = _fill_gaps(kp, have, conf_scale=GAP_CONFIDENCE), _fill_gaps(wl, have)
         if smooth and len(frames) > 1:
             kp = smooth_keypoints(kp, fps, scale=boxes[:, 3])
             wl = smooth_keypoints(wl, fps, has_conf=False)
@@ -294,8 +337,9 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
                                 world_landmarks=wl, landmarks_33=lm, detected=detected)
     timings["post"] = time.perf_counter() - t0
     detections = np.concatenate(det_rows) if det_rows else np.zeros((0, 6), np.float32)
-    stats = {**{f"cpu_{k}": v for k, v in cpu_timings.items()}, "tiled_frames": n_tiled, "person_crops": person_crops,
-             "tracks_started": len(tracker.all_tracks()), "tracks_kept": len(tracks)}
+    stats = {**{f"cpu_{k}": v for k, v in cpu_timings.items()}, "tile_passes": n_tiled, "person_crops": person_crops,
+             "tracks_started": len(tracker.all_tracks()), "tracks_kept": len(tracks),
+             "tracks_clutter": n_clutter, "tracks_stitched": sum(len(c) - 1 for c in chains)}
     if n_done == 0:
         logger.warning("front-end: no frame decoded from %s (start %d)", getattr(reader, "path", "?"), start_frame)
     logger.info("front-end: %d frames, %d detections, %d tracks (%d person crops)",

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from lib.demo.detection import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
+from lib.demo.detection import box_iou, cxcywh_to_xyxy, group_boxes, xyxy_to_cxcywh
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ class BoxKalman:
         self.F[:4, 4:] = np.eye(4)
         self.H = np.eye(4, 8)
 
-    def predict(self) -> np.ndarray:
+    def predict(self, velocity_decay: float = 1.0) -> np.ndarray:
+        """One frame ahead; ``velocity_decay`` < 1 slows a box that is not being seen."""
+        self.x[4:] *= velocity_decay
         h = max(self.x[3], 1.0)
         q = np.array([self._std_pos * h] * 4 + [self._std_vel * h] * 4) ** 2
         self.x = self.F @ self.x
@@ -137,16 +139,19 @@ class Tracker:
         n_init: hits that confirm a tentative track.
         max_age: frames a confirmed track may miss before it is removed.
         tentative_max_age: frames a tentative track may miss in a row.
+        coast_decay: velocity factor per frame while a track goes unseen, so a
+            lost track slows down instead of drifting onto someone else.
     """
 
     def __init__(self, high_thresh: float = 0.5, low_thresh: float = 0.15, new_track_thresh: float = 0.5,
                  match_iou: float = 0.2, low_match_iou: float = 0.4, n_init: int = 3, max_age: int = 30,
-                 tentative_max_age: int = 1):
+                 tentative_max_age: int = 1, coast_decay: float = 0.8):
         self.high_thresh, self.low_thresh = float(high_thresh), float(low_thresh)
         self.new_track_thresh = float(new_track_thresh)
         self.match_iou, self.low_match_iou = float(match_iou), float(low_match_iou)
         self.n_init, self.max_age = int(n_init), int(max_age)
         self.tentative_max_age = int(tentative_max_age)
+        self.coast_decay = float(coast_decay)
         self.active: List[Track] = []
         self.finished: List[Track] = []
         self._next_id = 1
@@ -160,9 +165,10 @@ class Tracker:
         """
         dets = np.asarray(dets, np.float32).reshape(-1, 5)
         dets = dets[dets[:, 4] >= self.low_thresh]
+        pred = {t.track_id: cxcywh_to_xyxy(t.kf.predict(self.coast_decay if t.misses else 1.0)) for t in self.active}
+        dets = self._drop_group_boxes(dets, pred)
         boxes = dets[:, :4]
         scores = dets[:, 4]
-        pred = {t.track_id: cxcywh_to_xyxy(t.kf.predict()) for t in self.active}
 
         high = np.nonzero(scores >= self.high_thresh)[0]
         low = np.nonzero(scores < self.high_thresh)[0]
@@ -170,9 +176,16 @@ class Tracker:
         tentative = [t for t in self.active if not t.confirmed]
 
         matched: Dict[int, int] = {}  # track id -> detection index
-        pairs, un_t, un_high = _match(established, boxes, high, self.match_iou, pred)
-        matched.update({established[r].track_id: d for r, d in pairs})
-        rest = [established[i] for i in un_t]
+        # Tracks seen on the last frame choose first, then lost ones (a matching cascade):
+        # a track coasting on its prediction must not take a person another track follows.
+        seen = [t for t in established if t.misses == 0]
+        lost = [t for t in established if t.misses > 0]
+        pairs, un_t, un_high = _match(seen, boxes, high, self.match_iou, pred)
+        matched.update({seen[r].track_id: d for r, d in pairs})
+        rest = [seen[i] for i in un_t]
+        pairs, un_lost, un_high = _match(lost, boxes, np.asarray(un_high, int), self.match_iou, pred)
+        matched.update({lost[r].track_id: d for r, d in pairs})
+        rest += [lost[i] for i in un_lost]
         pairs, un_t2, _ = _match(rest, boxes, low, self.low_match_iou, pred)
         matched.update({rest[r].track_id: d for r, d in pairs})
         pairs, _, un_high = _match(tentative, boxes, np.asarray(un_high, int), self.match_iou, pred)
@@ -222,6 +235,19 @@ class Tracker:
         self.active = survivors
         return states
 
+    def _drop_group_boxes(self, dets: np.ndarray, pred: Dict[int, np.ndarray]) -> np.ndarray:
+        """Detections spanning two confirmed, recently seen tracks side by side are not used.
+
+        Such a box (two people walking together seen as one) would drag one
+        track between the people and leave the other to coast; both coast
+        instead until the people are told apart again.
+        """
+        live = [pred[t.track_id] for t in self.active if t.confirmed and t.misses <= 2]
+        if len(live) < 2 or len(dets) == 0:
+            return dets
+        flags = group_boxes(np.concatenate([np.stack(live), dets[:, :4]]))[len(live):]
+        return dets[~flags]
+
     def all_tracks(self) -> List[Track]:
         """Finished and active tracks (call after the last frame)."""
         return self.finished + self.active
@@ -256,3 +282,127 @@ def finalize_boxes(track: Track, min_len: int, smooth_sigma: float = 1.0
         boxes = gaussian_filter1d(boxes, smooth_sigma, axis=0, mode="nearest")
     detected = np.isin(frames, det_frames)
     return frames, boxes.astype(np.float32), detected
+
+
+def is_static_clutter(track: Track, min_peak_score: float = 0.5, max_motion: float = 0.1,
+                      min_frames: int = 10) -> bool:
+    """Whether a track looks like a person-shaped background object, not a person.
+
+    Sign posts, bins and bollards draw weak detections, frame after frame, at
+    the same spot. A track that never scored ``min_peak_score`` and whose
+    matched boxes never moved more than ``max_motion`` of their height from
+    their median position over at least ``min_frames`` detections is taken
+    for such clutter. People found with confidence, or moving, are kept; so
+    is a short track (too little evidence either way).
+    """
+    scores = [s for _, s in track.history.values() if s > 0]
+    if len(track.raw) < min_frames or (scores and max(scores) >= min_peak_score):
+        return False
+    boxes = np.stack(list(track.raw.values())).astype(np.float64)
+    centre = np.median(boxes[:, :2], axis=0)
+    height = max(float(np.median(boxes[:, 3])), 1.0)
+    return bool(np.abs(boxes[:, :2] - centre).max() <= max_motion * height)
+
+
+def _end_state(track: Track, head: bool, k: int = 5) -> Tuple[int, np.ndarray, np.ndarray]:
+    """(frame, box cx,cy,w,h, velocity px/frame of cx,cy) at the first (``head``) or last detection,
+    the velocity fitted over up to ``k`` detections there."""
+    frames = np.array(sorted(track.raw))
+    sel = frames[:k] if head else frames[-k:]
+    boxes = np.stack([track.raw[int(f)] for f in sel]).astype(np.float64)
+    vel = np.zeros(2)
+    if len(sel) >= 2 and sel[-1] > sel[0]:
+        vel = np.polyfit(sel.astype(np.float64), boxes[:, :2], 1)[0]
+    end = 0 if head else -1
+    return int(sel[end]), boxes[end], vel
+
+
+def stitch_tracks(tracks: List[Track], max_gap: int, max_dist: float = 0.5, max_overlap_iou: float = 0.5
+                  ) -> List[List[Track]]:
+    """Link track fragments of one person across a gap (offline; the demo sees the whole video).
+
+    A person hidden for longer than the tracker's ``max_age`` (behind a sign,
+    behind another person) comes back as a new track. Fragment ``b`` is
+    linked after fragment ``a`` when it starts 1..``max_gap`` frames after
+    ``a`` ends, their heights agree within 25%, and ``a`` carried forward at
+    its walking speed meets ``b`` carried back at its speed within
+    ``max_dist`` box heights. Links are chosen by Hungarian assignment on that
+    distance (one successor and one predecessor per fragment). A link is
+    refused when the straight path across the gap runs over another track
+    (IoU above ``max_overlap_iou`` on most gap frames): that person is
+    already tracked there.
+
+    Returns:
+        chains of tracks in time order (every input track in exactly one chain).
+    """
+    n = len(tracks)
+    if n < 2:
+        return [[t] for t in tracks]
+    heads = [_end_state(t, head=True) for t in tracks]
+    tails = [_end_state(t, head=False) for t in tracks]
+    cost = np.full((n, n), np.inf)
+    for i in range(n):
+        fa, ba, va = tails[i]
+        for j in range(n):
+            fb, bb, vb = heads[j]
+            gap = fb - fa
+            if i == j or not 0 < gap <= max_gap:
+                continue
+            h = 0.5 * (ba[3] + bb[3])
+            if not 0.8 <= ba[3] / max(bb[3], 1e-6) <= 1.25:
+                continue
+            fwd = np.linalg.norm(ba[:2] + va * gap - bb[:2]) / h
+            back = np.linalg.norm(bb[:2] - vb * gap - ba[:2]) / h
+            d = min(fwd, back)
+            if d <= max_dist and not _gap_taken(tracks, i, j, fa, ba, fb, bb, max_overlap_iou):
+                cost[i, j] = d
+    if not np.isfinite(cost).any():
+        return [[t] for t in tracks]
+    big = 1e6
+    rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, big))
+    nxt = {int(r): int(c) for r, c in zip(rows, cols) if np.isfinite(cost[r, c])}
+    has_prev = set(nxt.values())
+    chains = []
+    for i in range(n):
+        if i in has_prev:
+            continue
+        chain, k = [tracks[i]], i
+        while k in nxt:
+            k = nxt[k]
+            chain.append(tracks[k])
+        chains.append(chain)
+    return chains
+
+
+def _gap_taken(tracks: List[Track], i: int, j: int, fa: int, ba: np.ndarray, fb: int, bb: np.ndarray,
+               max_iou: float) -> bool:
+    """Whether another track covers the straight path from ``ba`` (frame ``fa``) to ``bb`` (``fb``)."""
+    frames = np.arange(fa + 1, fb)
+    if len(frames) == 0:
+        return False
+    w = ((frames - fa) / (fb - fa))[:, None]
+    path = cxcywh_to_xyxy((1 - w) * ba + w * bb)
+    for k, t in enumerate(tracks):
+        if k in (i, j):
+            continue
+        hits = 0
+        for f, box in zip(frames.tolist(), path):
+            if f in t.history and box_iou(box[None], cxcywh_to_xyxy(t.history[f][0])[None])[0, 0] > max_iou:
+                hits += 1
+        if hits > len(frames) / 2:
+            return True
+    return False
+
+
+def merge_tracks(chain: List[Track]) -> Track:
+    """One track from a chain of fragments (the first one's id; detections and history combined)."""
+    if len(chain) == 1:
+        return chain[0]
+    first = chain[0]
+    merged = Track(first.track_id, first.kf, first.start_frame, hits=sum(t.hits for t in chain),
+                   confirmed=True)
+    for t in chain:
+        merged.history.update(t.history)
+        merged.raw.update(t.raw)
+    return merged
+
