@@ -2,11 +2,14 @@
 
 One streaming pass over the frames (no frame is kept): detect people, update
 the tracker, and run the keypoint model on every live track's box. Small
-people are found by tiling the frame every ``tile_every`` frames only; in
-between, low-score full-frame detections and the Kalman predictions keep
-their tracks alive (see :mod:`lib.demo.tracking`). After the pass each track
-is trimmed to its detected span, checked for a minimum length, its boxes are
-gap-filled and smoothed, and its keypoints one-euro filtered.
+people are found by 2x2 half-overlapping tiles; each tile runs every
+``tile_every`` frames, the tiles staggered so that each frame pays about the
+same; in between, low-score full-frame detections and the Kalman predictions
+keep their tracks alive (see :mod:`lib.demo.tracking`). After the pass, weak
+motionless tracks (sign posts and the like) are dropped, pieces of one
+person's track are stitched across gaps, and each track is trimmed to its
+detected span, checked for a minimum length, its boxes gap-filled and
+smoothed, and its keypoints one-euro filtered.
 """
 from __future__ import annotations
 

@@ -1,25 +1,32 @@
-"""Multi-person box tracking (SORT/ByteTrack style).
+"""Multi-person box tracking (SORT/ByteTrack style), plus offline clean-up.
 
 Each track carries a constant-velocity Kalman filter on (cx, cy, w, h) whose
 noise scales with the box height (as in DeepSORT/ByteTrack), so small and
 large people are tracked alike. Per frame:
 
-1. predict every track one frame ahead;
-2. match confident detections (score >= ``high_thresh``) to confirmed and lost
-   tracks by IoU with Hungarian assignment (``scipy.optimize.linear_sum_assignment``);
-3. match the low-score detections (``low_thresh`` .. ``high_thresh``) to the
+1. predict every track one frame ahead (a track not seen lately slows down);
+2. drop detections lying across two tracked people side by side
+   (:func:`lib.demo.detection.group_boxes`): they would pull one track into
+   the gap between the two;
+3. match confident detections (score >= ``high_thresh``) by IoU with
+   Hungarian assignment (``scipy.optimize.linear_sum_assignment``), first to
+   the confirmed tracks seen on the last frame, then to the lost ones (a
+   matching cascade, as in DeepSORT);
+4. match the low-score detections (``low_thresh`` .. ``high_thresh``) to the
    tracks still unmatched, with a stricter IoU (ByteTrack's second stage: a
    partly occluded person scores low but is still the same person);
-4. match remaining confident detections to tentative tracks;
-5. start a tentative track from each unmatched detection scoring at least
+5. match remaining confident detections to tentative tracks;
+6. start a tentative track from each unmatched detection scoring at least
    ``new_track_thresh``; it is confirmed after ``n_init`` hits and dropped if
    it misses ``tentative_max_age`` frames in a row before that;
-6. a confirmed track without a match coasts on its prediction ("lost") and is
+7. a confirmed track without a match coasts on its prediction ("lost") and is
    removed after ``max_age`` missed frames, so ids survive short occlusions.
 
-The tracker also records, per track, which frames had a detection; the
-front-end uses that to trim coasting tails, enforce a minimum length and fill
-and smooth the boxes offline (:func:`finalize_boxes`).
+The tracker also records, per track, which frames had a detection. After the
+last frame the front-end drops background clutter (:func:`is_static_clutter`),
+links pieces of one person's track across longer gaps
+(:func:`stitch_tracks`), trims coasting tails, enforces a minimum length and
+fills and smooths the boxes (:func:`finalize_boxes`).
 """
 from __future__ import annotations
 
