@@ -176,12 +176,12 @@ def _datasets_of(dataset: Dataset) -> List[Dataset]:
 
 
 def _reseed_augmentation(dataset: Dataset, key: Sequence[int]) -> None:
-    """Give every member dataset's augmentation generator a seed derived from ``key``
-    (SequenceDataset keeps it in ``_rng``), so augmentation depends on (seed, epoch, rank, worker)
-    and not on how many items a process happened to read before."""
+    """Reseed every member dataset's augmentation (``SequenceDataset.reseed``) from ``key``,
+    so augmentation depends on (seed, epoch, rank, worker) and not on how many items a
+    process happened to read before."""
     for i, ds in enumerate(_datasets_of(dataset)):
-        if hasattr(ds, "_rng"):
-            ds._rng = np.random.default_rng(tuple(key) + (i,))
+        if hasattr(ds, "reseed"):
+            ds.reseed(tuple(key) + (i,))
 
 
 class _WorkerInit:

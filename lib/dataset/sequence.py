@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -150,6 +150,17 @@ class SequenceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Restart the augmentation stream from ``key`` (e.g. (seed, epoch, rank, worker)).
+
+        The trainer calls it at each epoch and in each DataLoader worker, so the
+        augmentation of an item depends on where training is, not on how many
+        items this process happened to read before (a resumed run repeats it).
+        """
+        info = torch.utils.data.get_worker_info()
+        self._rng = np.random.default_rng(tuple(int(k) for k in key))
+        self._rng_worker = -1 if info is None else info.id  # this process's stream now
 
     def _worker_rng(self) -> np.random.Generator:
         """The augmentation generator; each DataLoader worker gets its own stream
