@@ -190,7 +190,7 @@ class _Oracle(torch.nn.Module):
 def _gt_rotations(data, sel):
     from lib.geometry.rotations import axis_angle_to_matrix
 
-    rot = axis_angle_to_matrix(torch.from_numpy(np.asarray(data["pose"][sel], np.float32)).reshape(-1, 24, 3))
+    rot = axis_angle_to_matrix(torch.from_numpy(np.array(data["pose"][sel], np.float32)).reshape(-1, 24, 3))
     return rot[:, :1], rot[:, 1:]
 
 
