@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="OpenCV/TFLite threads per stage (1: stages run side by side on 2 cores, and the "
                          "per-stage CPU times are exact)")
-    ap.add_argument("--tile_every", type=int, default=5)
+    ap.add_argument("--tile_every", type=int, default=3, help="tiles every N frames (as DEMO.TILE_EVERY)")
     args = ap.parse_args()
 
     import cv2
