@@ -1,6 +1,6 @@
 """Benchmark the demo front-end on vtest.avi: per-stage ms/frame and detection stats.
 
-    python scripts/bench_frontend.py [--frames 200] [--threads 2] [--tile_every 5]
+    python scripts/bench_frontend.py [--frames 200] [--threads 2] [--tile_every 3]
 
 Prints per-stage numbers and ends with one line ``RESULT {json}``.
 
