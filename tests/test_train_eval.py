@@ -222,7 +222,7 @@ def test_eval_of_ground_truth_is_zero_and_each_frame_is_scored_once(toy_body_mod
     # The published protocol regresses the joints from the meshes with the H36M regressor.
     assert fp.branch_ok["smpl_h36m"].all()
     gt_mesh = toy_body_model(*_gt_rotations(ds.data, slice(0, 3)), betas=torch.from_numpy(
-        np.asarray(ds.data["shape"][:3], np.float32))).vertices
+        np.array(ds.data["shape"][:3], np.float32))).vertices
     np.testing.assert_allclose(fp.branch_gt["smpl_h36m"][:3],
                                toy_body_model.h36m_joints(gt_mesh)[:, H36M_TO_J14].numpy(), atol=1e-5)
     assert res["num_frames_smpl"] == res["num_frames_3d"] == len(ds.data)
