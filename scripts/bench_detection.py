@@ -88,4 +88,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lib.core.cli import run_main
+
+    run_main(main)
