@@ -77,6 +77,19 @@ def test_tracker_ignores_a_box_across_two_tracked_people():
     assert cxcywh_to_xyxy(states[0].box).shape == (4,)
 
 
+def test_tracker_keeps_a_tracked_person_squeezed_between_two_others():
+    from lib.demo.tracking import Tracker
+
+    tr = Tracker(n_init=2, max_age=10)
+    for f in range(8):
+        x = 100 + 2 * f  # three people in a tight row; the middle one is 80% covered by the others
+        row = np.array([[x, 100, x + 32, 190, 0.9], [x + 20, 100, x + 50, 190, 0.8],
+                        [x + 38, 100, x + 70, 190, 0.9]], np.float32)
+        states = tr.update(row, f)
+    assert len(states) == 3 and all(s.detected and s.confirmed for s in states)
+    assert len(tr.all_tracks()) == 3
+
+
 # ---------------------------------------------------------------- tiles
 
 def test_tile_schedule_staggers_tiles():

@@ -253,6 +253,8 @@ class Tracker:
         if len(live) < 2 or len(dets) == 0:
             return dets
         flags = group_boxes(np.concatenate([np.stack(live), dets[:, :4]]))[len(live):]
+        # a box on a tracked person squeezed between two others is that person's box
+        flags &= box_iou(dets[:, :4], np.stack(live)).max(axis=1) < 0.6
         return dets[~flags]
 
     def all_tracks(self) -> List[Track]:
