@@ -40,7 +40,7 @@ def main() -> int:
     import cv2
 
     from lib.body_models import load_body_model
-    from lib.body_models.pickle_io import atomic_write_bytes
+    from lib.atomic_io import atomic_write_bytes
     from lib.data_utils.synthetic import load_clips
     from lib.data_utils.synthetic_video import make_scene, render_video
     from lib.errors import UserError

@@ -42,7 +42,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from lib.body_models.pickle_io import atomic_write_bytes, dump_portable_pickle
+from lib.atomic_io import atomic_write_bytes
+from lib.body_models.pickle_io import dump_portable_pickle
 
 logger = logging.getLogger(__name__)
 

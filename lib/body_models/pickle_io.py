@@ -18,7 +18,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from lib.atomic_io import atomic_write_bytes  # noqa: F401  (re-exported)
+from lib.atomic_io import atomic_write_bytes
 
 
 class ChumpyShim:

@@ -247,7 +247,7 @@ def load_config(cfg_file: Optional[str | os.PathLike] = None, opts: Sequence[str
 
 def save_config(cfg: CN, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Atomically write the resolved ``cfg`` as YAML into ``folder``; returns the path."""
-    from lib.body_models.pickle_io import atomic_write_bytes
+    from lib.atomic_io import atomic_write_bytes
 
     path = Path(folder) / name
     atomic_write_bytes(path, cfg.dump().encode("utf-8"))

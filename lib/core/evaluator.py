@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from lib.body_models.pickle_io import atomic_write_bytes
+from lib.atomic_io import atomic_write_bytes
 from lib.core import metrics
 from lib.errors import UserError
 from lib.geometry.rotations import axis_angle_to_matrix

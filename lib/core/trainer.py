@@ -45,10 +45,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-
-from lib.atomic_io import atomic_write
 from tqdm import tqdm
 
+from lib.atomic_io import atomic_write
 from lib.core.evaluator import load_model_weights, read_checkpoint  # noqa: F401 (re-exported)
 from lib.errors import UserError
 
@@ -543,7 +542,7 @@ class Trainer:
         path = self.run_dir / METRICS_FILE
         if not self.is_main or not path.is_file():
             return
-        from lib.body_models.pickle_io import atomic_write_bytes
+        from lib.atomic_io import atomic_write_bytes
 
         keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
                 if ln.strip() and json.loads(ln).get("step", 0) <= self.step]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib.body_models.pickle_io import atomic_write_bytes
+from lib.atomic_io import atomic_write_bytes
 from lib.data_utils.common import ConverterError
 from lib.dataset.schema import FEATURE_DIM, load_dataset
 

@@ -32,7 +32,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from lib.body_models.pickle_io import atomic_write_bytes
+from lib.atomic_io import atomic_write_bytes
 from lib.errors import UserError
 
 # Per-track arrays: name -> (trailing shape, dtype); N leads every per-frame array.

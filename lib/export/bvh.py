@@ -17,7 +17,8 @@ from typing import List, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from lib.export.common import JOINT_NAMES, TrackMotion, atomic_write, fill_gaps
+from lib.atomic_io import atomic_write
+from lib.export.common import JOINT_NAMES, TrackMotion, fill_gaps
 
 logger = logging.getLogger(__name__)
 

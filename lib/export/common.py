@@ -22,7 +22,6 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from lib.atomic_io import atomic_write  # noqa: F401  (used by the writers)
 from lib.body_models.layer import NUM_JOINTS, BodyModelLayer
 from lib.errors import UserError
 from lib.geometry.rotations import axis_angle_to_matrix

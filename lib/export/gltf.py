@@ -29,7 +29,8 @@ import pygltflib as gl
 import roma
 import torch
 
-from lib.export.common import JOINT_NAMES, TrackMotion, atomic_write, continuous_quaternions
+from lib.atomic_io import atomic_write
+from lib.export.common import JOINT_NAMES, TrackMotion, continuous_quaternions
 
 logger = logging.getLogger(__name__)
 

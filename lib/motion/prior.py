@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.body_models.pickle_io import atomic_write_bytes
+from lib.atomic_io import atomic_write_bytes
 from lib.errors import MissingAssetError, UserError
 
 logger = logging.getLogger(__name__)
