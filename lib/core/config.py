@@ -147,7 +147,7 @@ _C.DEMO = CN()
 # --- front-end
 _C.DEMO.DETECTOR = "ssdlite"  # person detector: "ssdlite" (OpenCV DNN) or "hog" (OpenCV 4.x only)
 _C.DEMO.KEYPOINT_MODEL = "blazepose"  # 2D keypoints: "blazepose" (full) or "blazepose_lite" (~30% faster per person)
-_C.DEMO.TILE_EVERY = 3  # run the 2x2-tiled detection (finds small people, ~5x cost) every N frames; 0 = never
+_C.DEMO.TILE_EVERY = 3  # each of the 2x2 small-people tiles runs every N frames, staggered (~4/N extra passes a frame); 0 = never
 _C.DEMO.DETECT_THRESHOLD = 0.15  # lowest detection score kept; scores below NEW_TRACK_THRESHOLD only extend tracks
 _C.DEMO.NEW_TRACK_THRESHOLD = 0.5  # lowest detection score that starts a new track
 _C.DEMO.MAX_LOST_SECONDS = 1.5  # a track unseen this long ends; shorter occlusions keep the id

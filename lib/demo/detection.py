@@ -131,7 +131,6 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
                      b[..., 0] + b[..., 2] / 2, b[..., 1] + b[..., 3] / 2], axis=-1)
 
 
-
 def merge_detections(dets: np.ndarray, nms_iou: float = 0.5, containment_threshold: float = 0.0) -> np.ndarray:
     """Drop group boxes (:func:`group_boxes`), then NMS: the person boxes of one frame."""
     dets = np.asarray(dets, np.float32).reshape(-1, 5)

@@ -197,8 +197,8 @@ def run_frontend(reader, detector: str = "ssdlite", asset_root: str = "data/asse
         progress: show a tqdm bar.
         keypoint_model: keypoint model registry name; None = boxes only (keypoints
             left at zero confidence), for detection and tracking benchmarks.
-        tile_every: run the tiled (small-people) detection every this many
-            frames; 0 = never, 1 = always.
+        tile_every: each of the detector's small-people tiles runs every this many
+            frames, staggered (:func:`tiles_for_frame`); 0 = never, 1 = every tile every frame.
         detect_threshold: lowest detection score kept (low scores only extend tracks).
         new_track_threshold: lowest score that starts a track.
         max_lost_seconds: a track missing this long is ended (occlusions shorter keep their id).
