@@ -53,7 +53,6 @@ def test_group_boxes_keeps_single_people():
 
 
 def test_tracker_ignores_a_box_across_two_tracked_people():
-    from lib.demo.detection import cxcywh_to_xyxy
     from lib.demo.tracking import Tracker
 
     tr = Tracker(n_init=2, max_age=10)
@@ -74,7 +73,8 @@ def test_tracker_ignores_a_box_across_two_tracked_people():
     states = tr.update(pair(7), 7)
     assert len({s.track_id for s in states if s.detected}) == 2
     assert len([t for t in tr.all_tracks() if t.confirmed]) == 2
-    assert cxcywh_to_xyxy(states[0].box).shape == (4,)
+    seen = pair(7)
+    assert np.allclose(sorted(float(s.box[0]) for s in states), sorted((seen[:, 0] + seen[:, 2]) / 2), atol=2)
 
 
 def test_tracker_keeps_a_tracked_person_squeezed_between_two_others():
@@ -118,7 +118,7 @@ def test_tile_boxes_cut_by_an_inner_edge_are_dropped():
     assert _cut_by_window(boxes, wins, 200, 100).tolist() == [True, True, False, False]
 
 
-def test_ssdlite_tiles_subset(tmp_path):
+def test_ssdlite_tiles_subset():
     _need(VTEST, PB)
     from lib.demo.detection import build_detector
     from lib.demo.video import open_video
@@ -234,7 +234,9 @@ def test_score_boxes_counts_hits_misses_and_false_boxes(tmp_path):
 
 
 def test_labels_file_is_well_formed():
-    labels = __import__("lib.demo.boxeval", fromlist=["x"]).load_box_labels(LABELS)
+    from lib.demo.boxeval import load_box_labels
+
+    labels = load_box_labels(LABELS)
     assert len(labels) >= 6 and sum(len(p) for p in labels.values()) >= 40
     for people in labels.values():
         for p in people:
